@@ -1,0 +1,17 @@
+//! Fenrir's sensor: turns package-manager activity into security events.
+//!
+//! The modules follow the data's path through the sensor:
+//!
+//! ```text
+//! source (dpkg.log tail) → parse (lines → package changes) → event → sink (JSON, journald)
+//! ```
+//!
+//! `main.rs` only wires these stages together; every decision lives in them.
+
+pub mod config;
+pub mod event;
+pub mod parse;
+pub mod pipeline;
+pub mod replay;
+pub mod sink;
+pub mod source;
