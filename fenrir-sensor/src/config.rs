@@ -1,1 +1,354 @@
-//! TODO
+//! The sensor's settings: a TOML file, then command-line overrides.
+//!
+//! In: `/etc/fenrir/fenrir.toml` (optional) or the file named by `--config` (required to
+//! exist). Out: a validated [`Config`]. Every knob has a default, so an empty file is a valid
+//! configuration. Unknown keys and bad values are errors that name the file, the line and the
+//! key, reported before anything starts.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the configuration is looked for when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/fenrir/fenrir.toml";
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The host name events carry; the kernel's host name when absent.
+    pub host: Option<String>,
+    /// Where checkpoints and other state live.
+    pub state_dir: PathBuf,
+    /// Read existing log content on a first start instead of starting at its end.
+    pub from_start: bool,
+    pub dpkg: DpkgConfig,
+    pub sinks: SinksConfig,
+    pub ebpf: EbpfConfig,
+    pub tail: TailConfig,
+    pub delivery: DeliveryConfig,
+    pub diagnostics: DiagnosticsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            host: None,
+            state_dir: PathBuf::from("/var/lib/fenrir"),
+            from_start: false,
+            dpkg: DpkgConfig::default(),
+            sinks: SinksConfig::default(),
+            ebpf: EbpfConfig::default(),
+            tail: TailConfig::default(),
+            delivery: DeliveryConfig::default(),
+            diagnostics: DiagnosticsConfig::default(),
+        }
+    }
+}
+
+/// Where dpkg keeps its log and database.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpkgConfig {
+    pub log: PathBuf,
+    /// The admin directory whose lock tells when a dpkg run has ended.
+    pub admin_dir: PathBuf,
+}
+
+impl Default for DpkgConfig {
+    fn default() -> Self {
+        Self { log: PathBuf::from("/var/log/dpkg.log"), admin_dir: PathBuf::from("/var/lib/dpkg") }
+    }
+}
+
+/// Where events go.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinksConfig {
+    pub json: JsonSinkConfig,
+    pub journald: JournaldSinkConfig,
+}
+
+impl Default for SinksConfig {
+    fn default() -> Self {
+        Self { json: JsonSinkConfig::default(), journald: JournaldSinkConfig::default() }
+    }
+}
+
+/// JSON lines outputs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JsonSinkConfig {
+    /// `-` for stdout, or file paths; empty disables JSON output.
+    pub outputs: Vec<String>,
+}
+
+impl Default for JsonSinkConfig {
+    fn default() -> Self {
+        Self { outputs: vec!["-".to_owned()] }
+    }
+}
+
+/// The journald output.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournaldSinkConfig {
+    pub enabled: bool,
+    /// The native-protocol socket.
+    pub socket: PathBuf,
+}
+
+impl Default for JournaldSinkConfig {
+    fn default() -> Self {
+        Self { enabled: true, socket: PathBuf::from("/run/systemd/journal/socket") }
+    }
+}
+
+/// The kernel exec tracer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EbpfConfig {
+    pub enabled: bool,
+}
+
+impl Default for EbpfConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// How the log is followed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TailConfig {
+    /// Longer lines are dropped and counted.
+    pub max_line_bytes: usize,
+    /// A safety-net re-read of the log even without a file-system notification.
+    pub poll_interval_ms: u64,
+    /// How long a rotated-away log is still drained after it last grew.
+    pub rotated_grace_secs: u64,
+}
+
+impl Default for TailConfig {
+    fn default() -> Self {
+        Self { max_line_bytes: 64 * 1024, poll_interval_ms: 1000, rotated_grace_secs: 60 }
+    }
+}
+
+impl TailConfig {
+    /// Returns the polling interval.
+    #[must_use]
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+}
+
+/// How failing sinks are retried.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Events kept per failing sink.
+    pub backlog: usize,
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self { backlog: 10_000, retry_initial_ms: 200, retry_max_ms: 30_000 }
+    }
+}
+
+/// The sensor's own diagnostics (not its alerts).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiagnosticsConfig {
+    pub level: LogLevel,
+}
+
+impl Default for DiagnosticsConfig {
+    fn default() -> Self {
+        Self { level: LogLevel::Info }
+    }
+}
+
+/// A diagnostics level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// Returns the level as `tracing` spells it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+}
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("failed to read config {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The message names the line, column and key, as rendered by the TOML parser.
+    #[error("invalid config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Loads the configuration from `path`, or from the default path when `None`.
+    ///
+    /// A file named explicitly must exist; the default one may be absent.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let (path, required) = match path {
+            Some(path) => (path, true),
+            None => (Path::new(DEFAULT_CONFIG_PATH), false),
+        };
+        let text = match fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(err) if !required && err.kind() == io::ErrorKind::NotFound => {
+                return Ok(Self::default());
+            }
+            Err(source) => return Err(ConfigError::Read { path: path.to_owned(), source }),
+        };
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates configuration text read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid { path: path.to_owned(), message };
+        let config: Self = toml::from_str(text).map_err(|err| invalid(render_toml_error(&err, text)))?;
+        config.validate().map_err(invalid)?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.host.as_deref().is_some_and(|h| h.trim().is_empty() || h.chars().any(char::is_control)) {
+            return Err("key `host`: must be a non-empty name without control characters".into());
+        }
+        if self.tail.max_line_bytes < 256 {
+            return Err("key `tail.max_line_bytes`: must be at least 256".into());
+        }
+        if self.tail.poll_interval_ms == 0 {
+            return Err("key `tail.poll_interval_ms`: must be greater than 0".into());
+        }
+        if self.delivery.backlog == 0 {
+            return Err("key `delivery.backlog`: must be greater than 0".into());
+        }
+        if self.delivery.retry_initial_ms > self.delivery.retry_max_ms {
+            return Err("key `delivery.retry_initial_ms`: must not exceed retry_max_ms".into());
+        }
+        for output in &self.sinks.json.outputs {
+            if output.is_empty() {
+                return Err("key `sinks.json.outputs`: an output is empty".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Renders a TOML error as one line: `line L, column C: what is wrong`.
+fn render_toml_error(err: &toml::de::Error, text: &str) -> String {
+    let message = err.message().trim().to_owned();
+    let Some(span) = err.span() else {
+        return message;
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    let key = text.get(span.clone()).unwrap_or_default().trim();
+    if key.is_empty() || key.contains('\n') {
+        format!("line {line}, column {column}: {message}")
+    } else {
+        format!("line {line}, column {column}, at `{key}`: {message}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("/etc/fenrir/fenrir.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_file_is_the_default_configuration() {
+        assert_eq!(parse(""), Ok(Config::default()));
+    }
+
+    #[test]
+    fn every_section_parses() {
+        let config = parse(
+            r#"
+host = "web-1"
+state_dir = "/tmp/fenrir"
+from_start = true
+[dpkg]
+log = "/srv/dpkg.log"
+admin_dir = "/srv/admin"
+[sinks.json]
+outputs = ["-", "/var/log/fenrir/events.jsonl"]
+[sinks.journald]
+enabled = false
+[ebpf]
+enabled = false
+[tail]
+poll_interval_ms = 250
+[diagnostics]
+level = "debug"
+"#,
+        )
+        .expect("valid config");
+        assert_eq!(config.host.as_deref(), Some("web-1"));
+        assert_eq!(config.sinks.json.outputs.len(), 2);
+        assert!(!config.sinks.journald.enabled);
+        assert_eq!(config.diagnostics.level, LogLevel::Debug);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let err = parse("host = \"a\"\n[dpkg]\nlogg = \"/x\"\n").expect_err("unknown key");
+        assert!(err.contains("/etc/fenrir/fenrir.toml"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("logg"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_line_and_key() {
+        let err = parse("[diagnostics]\nlevel = \"loud\"\n").expect_err("bad level");
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("loud"), "{err}");
+
+        let err = parse("[tail]\npoll_interval_ms = -5\n").expect_err("negative");
+        assert!(err.contains("line 2"), "{err}");
+
+        let err = parse("[tail]\npoll_interval_ms = 0\n").expect_err("zero");
+        assert!(err.contains("tail.poll_interval_ms"), "{err}");
+    }
+
+    #[test]
+    fn broken_syntax_is_an_error() {
+        let err = parse("[dpkg\nlog = 1").expect_err("syntax");
+        assert!(err.contains("line 1"), "{err}");
+    }
+}

@@ -1,0 +1,672 @@
+//! Follows one log file through appends, rotations and truncations.
+//!
+//! In: a path and, optionally, the checkpoint of an earlier run. Out: complete lines, each with
+//! the position just after it, in the order they were written. State: the open file, the
+//! offset of the first unread byte, a partial last line, and a rotated-away file still being
+//! drained.
+//!
+//! The tailer does no waiting of its own: the caller calls [`Tailer::read_lines`] whenever
+//! the directory watch fires or a timer ticks, and the tailer reads to the end of every file it
+//! follows. That makes it deaf to nothing: coalesced notifications, a watch set up late, or a
+//! rotation between two wake-ups all end in the same read.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::checkpoint::{fingerprint, Checkpoint, FileIdentity};
+
+/// Bytes read per `read` call.
+const CHUNK: usize = 64 * 1024;
+
+/// One complete line of the log and where it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// The line without its newline.
+    pub bytes: Vec<u8>,
+    /// The line's number in its file, from 1, for diagnostics.
+    pub line_no: u64,
+    /// The position just after the line's newline: where a restart resumes.
+    pub position: Position,
+}
+
+/// A place in a specific file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub identity: FileIdentity,
+    pub fingerprint: Option<String>,
+    pub offset: u64,
+}
+
+/// What the tailer noticed while reading, for diagnostics and counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TailNotice {
+    /// The file at the path was replaced (rotation, delete and recreate, inode reuse).
+    Rotated,
+    /// The file shrank below the read offset or its first line changed (copytruncate).
+    Truncated,
+    /// A line longer than the limit was dropped.
+    LineTooLong { bytes: u64 },
+    /// The rotated-away file went quiet and was closed, with a partial line dropped.
+    RetiredWithPartialLine { bytes: usize },
+}
+
+/// Where to start in a file that has no usable checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    Beginning,
+    End,
+}
+
+/// Settings of one tailer.
+#[derive(Debug, Clone)]
+pub struct TailOptions {
+    /// Longer lines are dropped and reported, never buffered whole.
+    pub max_line_bytes: usize,
+    /// How long a rotated-away file is still drained after it last grew: dpkg keeps writing
+    /// to the file it opened until it exits.
+    pub rotated_grace: Duration,
+    /// Where to begin when there is no checkpoint and the file exists at start.
+    pub start_at: StartAt,
+}
+
+impl Default for TailOptions {
+    fn default() -> Self {
+        Self {
+            max_line_bytes: 64 * 1024,
+            rotated_grace: Duration::from_secs(60),
+            start_at: StartAt::End,
+        }
+    }
+}
+
+/// An open file being read.
+#[derive(Debug)]
+struct Followed {
+    file: File,
+    identity: FileIdentity,
+    fingerprint: Option<String>,
+    /// Offset of the first byte not yet read.
+    read_offset: u64,
+    /// Bytes after the last newline read so far.
+    partial: Vec<u8>,
+    /// Bytes of an over-long line being skipped; the line ends at the next newline.
+    skipping: Option<u64>,
+    /// Newlines before `read_offset`, for line numbers in diagnostics.
+    lines_read: u64,
+    last_growth: Instant,
+}
+
+impl Followed {
+    fn open(path: &Path, offset: u64) -> io::Result<Self> {
+        let mut file = File::open(path)?;
+        let identity = FileIdentity::of_file(&file)?;
+        let fingerprint = fingerprint(&mut file)?;
+        let mut followed = Self {
+            file,
+            identity,
+            fingerprint,
+            read_offset: 0,
+            partial: Vec::new(),
+            skipping: None,
+            lines_read: 0,
+            last_growth: Instant::now(),
+        };
+        followed.seek_to(offset)?;
+        Ok(followed)
+    }
+
+    /// Moves to `offset`, a line boundary, counting the lines before it once so diagnostics
+    /// can name line numbers (a memchr-speed pass over a log of a few megabytes).
+    fn seek_to(&mut self, offset: u64) -> io::Result<()> {
+        self.file.seek(SeekFrom::Start(0))?;
+        let mut lines = 0_u64;
+        let mut remaining = offset;
+        let mut chunk = vec![0_u8; CHUNK];
+        while remaining > 0 {
+            let want = remaining.min(CHUNK as u64) as usize;
+            let n = self.file.read(&mut chunk[..want])?;
+            if n == 0 {
+                break;
+            }
+            lines += chunk[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+            remaining -= n as u64;
+        }
+        self.file.seek(SeekFrom::Start(offset))?;
+        self.read_offset = offset;
+        self.lines_read = lines;
+        self.partial.clear();
+        self.skipping = None;
+        Ok(())
+    }
+
+    /// The offset just after the last complete line.
+    fn line_offset(&self) -> u64 {
+        self.read_offset - self.partial.len() as u64 - self.skipping.unwrap_or(0)
+    }
+
+    fn position(&self, offset: u64) -> Position {
+        Position { identity: self.identity, fingerprint: self.fingerprint.clone(), offset }
+    }
+
+    /// Whether the content under our offset is gone: the file shrank, or its first line
+    /// changed because it was truncated and written again between two reads.
+    fn is_truncated(&mut self) -> io::Result<bool> {
+        let len = self.file.metadata()?.len();
+        if len < self.read_offset {
+            return Ok(true);
+        }
+        if let Some(known) = &self.fingerprint {
+            let current = fingerprint(&mut self.file)?;
+            self.file.seek(SeekFrom::Start(self.read_offset))?;
+            if current.as_ref() != Some(known) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn restart_from_beginning(&mut self) -> io::Result<()> {
+        self.fingerprint = fingerprint(&mut self.file)?;
+        self.seek_to(0)
+    }
+
+    /// Reads up to `max_lines` complete lines; returns whether the end of file was reached.
+    fn read_into(
+        &mut self,
+        out: &mut Vec<Line>,
+        max_lines: usize,
+        max_line_bytes: usize,
+        notices: &mut Vec<TailNotice>,
+    ) -> io::Result<bool> {
+        let mut chunk = vec![0_u8; CHUNK];
+        while out.len() < max_lines {
+            let n = match self.file.read(&mut chunk) {
+                Ok(0) => {
+                    self.refresh_fingerprint_if_missing()?;
+                    return Ok(true);
+                }
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err),
+            };
+            self.last_growth = Instant::now();
+            let base = self.read_offset;
+            self.read_offset += n as u64;
+            self.split_lines(&chunk[..n], base, out, max_line_bytes, notices);
+        }
+        self.refresh_fingerprint_if_missing()?;
+        Ok(false)
+    }
+
+    /// Fingerprints the file once its first line is complete; until then positions carry none.
+    fn refresh_fingerprint_if_missing(&mut self) -> io::Result<()> {
+        if self.fingerprint.is_some() || self.read_offset == 0 {
+            return Ok(());
+        }
+        self.fingerprint = fingerprint(&mut self.file)?;
+        self.file.seek(SeekFrom::Start(self.read_offset))?;
+        Ok(())
+    }
+
+    fn split_lines(
+        &mut self,
+        data: &[u8],
+        base: u64,
+        out: &mut Vec<Line>,
+        max_line_bytes: usize,
+        notices: &mut Vec<TailNotice>,
+    ) {
+        let mut start = 0;
+        for (index, _) in data.iter().enumerate().filter(|(_, &b)| b == b'\n') {
+            let end_offset = base + index as u64 + 1;
+            self.lines_read += 1;
+            if let Some(skipped) = self.skipping.take() {
+                notices.push(TailNotice::LineTooLong { bytes: skipped + index as u64 - start as u64 });
+            } else if self.partial.len() + (index - start) > max_line_bytes {
+                notices.push(TailNotice::LineTooLong {
+                    bytes: (self.partial.len() + index - start) as u64,
+                });
+                self.partial.clear();
+            } else {
+                let mut bytes = std::mem::take(&mut self.partial);
+                bytes.extend_from_slice(&data[start..index]);
+                out.push(Line {
+                    bytes,
+                    line_no: self.lines_read,
+                    position: self.position(end_offset),
+                });
+            }
+            start = index + 1;
+        }
+
+        let rest = &data[start..];
+        if let Some(skipped) = self.skipping.as_mut() {
+            *skipped += rest.len() as u64;
+        } else if self.partial.len() + rest.len() > max_line_bytes {
+            // Keep only a count: an endless line must not grow memory without bound.
+            self.skipping = Some((self.partial.len() + rest.len()) as u64);
+            self.partial.clear();
+        } else {
+            self.partial.extend_from_slice(rest);
+        }
+    }
+}
+
+/// Follows the file at one path.
+#[derive(Debug)]
+pub struct Tailer {
+    path: PathBuf,
+    options: TailOptions,
+    current: Option<Followed>,
+    /// A rotated-away file that may still receive lines from a running dpkg.
+    retired: Option<Followed>,
+}
+
+impl Tailer {
+    /// Starts following `path`, resuming from `checkpoint` when it still describes a file
+    /// that can be found.
+    ///
+    /// With a checkpoint whose file was rotated away while the sensor was down, the rotated
+    /// file (found among the path's siblings by identity) is finished first and the new file
+    /// is read from its beginning, so nothing written in between is missed.
+    pub fn open(
+        path: PathBuf,
+        checkpoint: Option<&Checkpoint>,
+        options: TailOptions,
+    ) -> io::Result<(Self, Vec<TailNotice>)> {
+        let mut tailer = Self { path, options, current: None, retired: None };
+        let mut notices = Vec::new();
+
+        if !tailer.path.exists() {
+            // Rotated away while the sensor was down and not yet recreated: finish the old file.
+            if let Some(checkpoint) = checkpoint {
+                tailer.retired = tailer.find_rotated(checkpoint)?;
+            }
+            return Ok((tailer, notices));
+        }
+
+        let Some(checkpoint) = checkpoint else {
+            let offset = match tailer.options.start_at {
+                StartAt::Beginning => 0,
+                StartAt::End => fs::metadata(&tailer.path)?.len(),
+            };
+            tailer.current = Some(Followed::open(&tailer.path, offset)?);
+            return Ok((tailer, notices));
+        };
+
+        let current = Followed::open(&tailer.path, 0)?;
+        if matches_checkpoint(&current, checkpoint)? {
+            let mut current = current;
+            current.seek_to(checkpoint.offset)?;
+            tailer.current = Some(current);
+            return Ok((tailer, notices));
+        }
+
+        notices.push(TailNotice::Rotated);
+        if let Some(rotated) = tailer.find_rotated(checkpoint)? {
+            tailer.retired = Some(rotated);
+        } else if current.identity == checkpoint.identity {
+            notices.push(TailNotice::Truncated);
+        }
+        tailer.current = Some(current);
+        Ok((tailer, notices))
+    }
+
+    /// Looks among the path's siblings for the file the checkpoint was taken in.
+    fn find_rotated(&self, checkpoint: &Checkpoint) -> io::Result<Option<Followed>> {
+        let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name()) else {
+            return Ok(None);
+        };
+        let prefix = format!("{}.", name.to_string_lossy());
+        let Ok(entries) = fs::read_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })
+        else {
+            return Ok(None);
+        };
+        for entry in entries.flatten() {
+            if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+                continue;
+            }
+            let Ok(candidate) = Followed::open(&entry.path(), 0) else { continue };
+            if candidate.identity == checkpoint.identity
+                && matches_checkpoint(&candidate, checkpoint)?
+            {
+                let mut candidate = candidate;
+                candidate.seek_to(checkpoint.offset)?;
+                return Ok(Some(candidate));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Returns the path being followed.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Returns the position after the last complete line of the file at the path, the place a
+    /// checkpoint taken now would resume from when every returned line has been handled.
+    #[must_use]
+    pub fn position(&self) -> Option<Position> {
+        self.current.as_ref().map(|f| f.position(f.line_offset()))
+    }
+
+    /// Reads every complete line available now, up to `max_lines`, rotated file first.
+    ///
+    /// Call again while it returns `max_lines` lines. Notices say what was detected on the
+    /// way (rotation, truncation, over-long lines).
+    pub fn read_lines(&mut self, max_lines: usize) -> io::Result<(Vec<Line>, Vec<TailNotice>)> {
+        let mut lines = Vec::new();
+        let mut notices = Vec::new();
+        let max_line_bytes = self.options.max_line_bytes;
+
+        if let Some(retired) = self.retired.as_mut() {
+            retired.read_into(&mut lines, max_lines, max_line_bytes, &mut notices)?;
+            if lines.len() >= max_lines {
+                return Ok((lines, notices));
+            }
+            if retired.last_growth.elapsed() >= self.options.rotated_grace {
+                if !retired.partial.is_empty() {
+                    notices.push(TailNotice::RetiredWithPartialLine { bytes: retired.partial.len() });
+                }
+                self.retired = None;
+            }
+        }
+
+        if let Some(current) = self.current.as_mut() {
+            if current.is_truncated()? {
+                notices.push(TailNotice::Truncated);
+                current.restart_from_beginning()?;
+            }
+            let at_end = current.read_into(&mut lines, max_lines, max_line_bytes, &mut notices)?;
+            if !at_end {
+                return Ok((lines, notices));
+            }
+        }
+
+        self.follow_path_changes(&mut lines, max_lines, &mut notices)?;
+        Ok((lines, notices))
+    }
+
+    /// Switches to a new file at the path once the current one is drained.
+    fn follow_path_changes(
+        &mut self,
+        lines: &mut Vec<Line>,
+        max_lines: usize,
+        notices: &mut Vec<TailNotice>,
+    ) -> io::Result<()> {
+        let identity = match FileIdentity::of_path(&self.path) {
+            Ok(identity) => identity,
+            // Renamed or deleted: keep draining the open file, a running dpkg still writes it.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(err),
+        };
+        if self.current.as_ref().is_some_and(|c| c.identity == identity) {
+            return Ok(());
+        }
+
+        let fresh = match Followed::open(&self.path, 0) {
+            Ok(fresh) => fresh,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(err),
+        };
+        if let Some(previous) = self.current.take() {
+            notices.push(TailNotice::Rotated);
+            self.retired = Some(previous);
+        }
+        // A file that appears after start is new: every line in it is unread.
+        self.current = Some(fresh);
+        if let Some(current) = self.current.as_mut() {
+            current.read_into(lines, max_lines, self.options.max_line_bytes, notices)?;
+        }
+        Ok(())
+    }
+
+    /// Returns whether a rotated-away file is still being drained.
+    #[must_use]
+    pub fn is_draining_rotated(&self) -> bool {
+        self.retired.is_some()
+    }
+}
+
+/// Whether `followed` is the file `checkpoint` was taken in, still holding what was read.
+fn matches_checkpoint(followed: &Followed, checkpoint: &Checkpoint) -> io::Result<bool> {
+    if followed.identity != checkpoint.identity {
+        return Ok(false);
+    }
+    if followed.file.metadata()?.len() < checkpoint.offset {
+        return Ok(false);
+    }
+    Ok(match (&checkpoint.fingerprint, &followed.fingerprint) {
+        (Some(saved), Some(now)) => saved == now,
+        // No complete first line when the checkpoint was taken: the offset is then 0 too.
+        (None, _) => true,
+        (Some(_), None) => false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::OpenOptions;
+    use std::io::Write;
+
+    use super::*;
+
+    fn append(path: &Path, text: &str) {
+        let mut file = OpenOptions::new().create(true).append(true).open(path).expect("append");
+        file.write_all(text.as_bytes()).expect("write");
+    }
+
+    fn texts(lines: &[Line]) -> Vec<String> {
+        lines.iter().map(|l| String::from_utf8_lossy(&l.bytes).into_owned()).collect()
+    }
+
+    fn read_all(tailer: &mut Tailer) -> Vec<String> {
+        let (lines, _) = tailer.read_lines(10_000).expect("read");
+        texts(&lines)
+    }
+
+    fn checkpoint_of(tailer: &Tailer) -> Checkpoint {
+        let p = tailer.position().expect("position");
+        Checkpoint::new(tailer.path().to_path_buf(), p.identity, p.fingerprint, p.offset)
+    }
+
+    fn options(start_at: StartAt) -> TailOptions {
+        TailOptions { start_at, rotated_grace: Duration::from_secs(60), ..TailOptions::default() }
+    }
+
+    #[test]
+    fn starts_at_end_without_checkpoint() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("dpkg.log");
+        append(&log, "old 1\nold 2\n");
+        let (mut tailer, _) = Tailer::open(log.clone(), None, options(StartAt::End)).expect("open");
+        assert!(read_all(&mut tailer).is_empty());
+        append(&log, "new 1\n");
+        assert_eq!(read_all(&mut tailer), ["new 1"]);
+    }
+
+    #[test]
+    fn from_start_reads_existing_lines() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("dpkg.log");
+        append(&log, "old 1\nold 2\n");
+        let (mut tailer, _) =
+            Tailer::open(log.clone(), None, options(StartAt::Beginning)).expect("open");
+        assert_eq!(read_all(&mut tailer), ["old 1", "old 2"]);
+    }
+
+    #[test]
+    fn partial_last_line_waits_for_its_newline() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("dpkg.log");
+        append(&log, "");
+        let (mut tailer, _) = Tailer::open(log.clone(), None, options(StartAt::End)).expect("open");
+        append(&log, "first\nsecond half");
+        assert_eq!(read_all(&mut tailer), ["first"]);
+        assert_eq!(tailer.position().map(|p| p.offset), Some(6));
+        append(&log, " done\n");
+        assert_eq!(read_all(&mut tailer), ["second half done"]);
+    }
+
+    #[test]
+    fn rename_and_create_finishes_old_file_first() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("dpkg.log");
+        append(&log, "");
+        let (mut tailer, _) = Tailer::open(log.clone(), None, options(StartAt::End)).expect("open");
+        append(&log, "a\n");
+        assert_eq!(read_all(&mut tailer), ["a"]);
+
+        // A running dpkg still holds the old file: its last lines land after the rename.
+        let mut held = OpenOptions::new().append(true).open(&log).expect("hold");
+        fs::rename(&log, dir.path().join("dpkg.log.1")).expect("rename");
+        append(&log, "c\n");
+        held.write_all(b"b\n").expect("late write");
+
+        assert_eq!(read_all(&mut tailer), ["b", "c"]);
+        assert!(tailer.is_draining_rotated());
+        held.write_all(b"d\n").expect("later write");
+        append(&log, "e\n");
+        assert_eq!(read_all(&mut tailer), ["d", "e"]);
+    }
+
+    #[test]
+    fn copytruncate_rereads_from_start() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("dpkg.log");
+        append(&log, "2026-01-01 one\n");
+        let (mut tailer, _) =
+            Tailer::open(log.clone(), None, options(StartAt::Beginning)).expect("open");
+        assert_eq!(read_all(&mut tailer), ["2026-01-01 one"]);
+
+        fs::copy(&log, dir.path().join("dpkg.log.1")).expect("copy");
+        OpenOptions::new().write(true).open(&log).and_then(|f| f.set_len(0)).expect("truncate");
+        append(&log, "2026-02-01 two\n");
+        let (lines, notices) = tailer.read_lines(100).expect("read");
+        assert_eq!(texts(&lines), ["2026-02-01 two"]);
+        assert!(notices.contains(&TailNotice::Truncated));
+    }
+
+    #[test]
+    fn truncation_regrown_past_offset_is_caught_by_fingerprint() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("dpkg.log");
+        append(&log, "2026-01-01 one\n");
+        let (mut tailer, _) =
+            Tailer::open(log.clone(), None, options(StartAt::Beginning)).expect("open");
+        assert_eq!(read_all(&mut tailer), ["2026-01-01 one"]);
+
+        fs::write(&log, "2026-03-01 replaced line that is longer\n").expect("rewrite");
+        assert_eq!(read_all(&mut tailer), ["2026-03-01 replaced line that is longer"]);
+    }
+
+    #[test]
+    fn delete_and_recreate_is_followed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("dpkg.log");
+        append(&log, "a\n");
+        let (mut tailer, _) =
+            Tailer::open(log.clone(), None, options(StartAt::Beginning)).expect("open");
+        assert_eq!(read_all(&mut tailer), ["a"]);
+        fs::remove_file(&log).expect("remove");
+        assert!(read_all(&mut tailer).is_empty());
+        append(&log, "b\n");
+        assert_eq!(read_all(&mut tailer), ["b"]);
+    }
+
+    #[test]
+    fn missing_file_is_waited_for_and_read_whole() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("dpkg.log");
+        let (mut tailer, _) = Tailer::open(log.clone(), None, options(StartAt::End)).expect("open");
+        assert!(read_all(&mut tailer).is_empty());
+        append(&log, "first ever\n");
+        assert_eq!(read_all(&mut tailer), ["first ever"]);
+    }
+
+    #[test]
+    fn restart_from_checkpoint_resumes_exactly() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("dpkg.log");
+        append(&log, "a\nb\n");
+        let (mut tailer, _) =
+            Tailer::open(log.clone(), None, options(StartAt::Beginning)).expect("open");
+        assert_eq!(read_all(&mut tailer), ["a", "b"]);
+        append(&log, "c\npart");
+        assert_eq!(read_all(&mut tailer), ["c"]);
+        let saved = checkpoint_of(&tailer);
+        drop(tailer);
+
+        append(&log, "ial\nd\n");
+        let (mut tailer, notices) =
+            Tailer::open(log.clone(), Some(&saved), options(StartAt::End)).expect("reopen");
+        assert!(notices.is_empty());
+        let (lines, _) = tailer.read_lines(100).expect("read");
+        assert_eq!(texts(&lines), ["partial", "d"]);
+        assert_eq!(lines.iter().map(|l| l.line_no).collect::<Vec<_>>(), [4, 5]);
+    }
+
+    #[test]
+    fn restart_after_rotation_while_down_finishes_rotated_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("dpkg.log");
+        append(&log, "a\n");
+        let (mut tailer, _) =
+            Tailer::open(log.clone(), None, options(StartAt::Beginning)).expect("open");
+        assert_eq!(read_all(&mut tailer), ["a"]);
+        let saved = checkpoint_of(&tailer);
+        drop(tailer);
+
+        append(&log, "b\n");
+        fs::rename(&log, dir.path().join("dpkg.log.1")).expect("rotate");
+        append(&log, "c\n");
+        let (mut tailer, _) =
+            Tailer::open(log.clone(), Some(&saved), options(StartAt::End)).expect("reopen");
+        assert_eq!(read_all(&mut tailer), ["b", "c"]);
+    }
+
+    #[test]
+    fn inode_reuse_is_caught_by_fingerprint() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("dpkg.log");
+        append(&log, "2026-01-01 old first line\nold second\n");
+        let (mut tailer, _) =
+            Tailer::open(log.clone(), None, options(StartAt::Beginning)).expect("open");
+        read_all(&mut tailer);
+        let mut saved = checkpoint_of(&tailer);
+        drop(tailer);
+
+        // Same device and inode, other content: what a reused inode number looks like.
+        fs::write(&log, "2026-06-01 new first line that is long enough to pass\nx\n")
+            .expect("rewrite");
+        saved.identity = FileIdentity::of_path(&log).expect("identity");
+        let (mut tailer, notices) =
+            Tailer::open(log.clone(), Some(&saved), options(StartAt::End)).expect("reopen");
+        assert!(notices.contains(&TailNotice::Truncated));
+        assert_eq!(
+            read_all(&mut tailer),
+            ["2026-06-01 new first line that is long enough to pass", "x"]
+        );
+    }
+
+    #[test]
+    fn over_long_line_is_dropped_and_the_next_kept() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("dpkg.log");
+        append(&log, "");
+        let options = TailOptions { max_line_bytes: 100, ..options(StartAt::End) };
+        let (mut tailer, _) = Tailer::open(log.clone(), None, options).expect("open");
+        append(&log, &"x".repeat(1_000_000));
+        let (lines, _) = tailer.read_lines(100).expect("read");
+        assert!(lines.is_empty());
+        append(&log, "\nok\n");
+        let (lines, notices) = tailer.read_lines(100).expect("read");
+        assert_eq!(texts(&lines), ["ok"]);
+        assert_eq!(lines[0].line_no, 2);
+        assert_eq!(notices, [TailNotice::LineTooLong { bytes: 1_000_000 }]);
+        assert_eq!(tailer.position().map(|p| p.offset), Some(1_000_004));
+    }
+}
