@@ -451,6 +451,27 @@ mod tests {
     }
 
     #[test]
+    fn stalled_reader_fails_the_send_instead_of_blocking() {
+        let dir = tempfile::tempdir().expect("a temporary directory can be created");
+        let path = dir.path().join("stalled.socket");
+        let _listener = UnixDatagram::bind(&path).expect("a socket can be bound");
+        let mut sink = JournaldSink::new(&path);
+        let event = upgrade_event();
+
+        // Nobody reads, so the receive queue fills and a send has to wait for room.
+        let started = std::time::Instant::now();
+        let failure = (0..10_000).find_map(|_| sink.send(&event).err());
+
+        let err = failure.expect("a full queue fails a send");
+        assert!(matches!(err, SinkError::Write { .. }), "{err:?}");
+        assert!(
+            started.elapsed() < SEND_TIMEOUT * 5,
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
     fn entries_reach_a_listening_socket_whole() {
         let dir = tempfile::tempdir().expect("a temporary directory can be created");
         let path = dir.path().join("journal.socket");
