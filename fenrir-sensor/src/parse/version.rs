@@ -253,6 +253,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::parse::dpkg::corpus;
 
     fn v(text: &str) -> Version {
         match Version::parse(text) {
@@ -365,42 +366,36 @@ mod tests {
         }
     }
 
-    /// Every distinct version written in the sample logs under `shared/corpus/dpkg`.
-    fn corpus_versions() -> Vec<String> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus/dpkg");
+    /// Every distinct version written in the corpus logs, or `None` without a corpus.
+    fn corpus_versions() -> Option<Vec<String>> {
         let mut versions = BTreeSet::new();
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if !path.to_string_lossy().contains("dpkg.log") {
-                continue;
-            }
-            let text =
-                String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
-            for line in text.lines() {
-                let fields: Vec<&str> = line.split(' ').collect();
+        for (_, bytes) in corpus::files()? {
+            for line in corpus::lines(&bytes) {
+                let text = String::from_utf8_lossy(line);
+                let fields: Vec<&str> = text.split(' ').collect();
                 let written = match (fields.len(), fields.get(2)) {
                     (6, Some(&"status")) => &fields[5..],
                     (6, Some(&("startup" | "conffile"))) => &[][..],
                     (6, _) => &fields[4..],
                     _ => &[][..],
                 };
-                versions.extend(
-                    written
-                        .iter()
-                        .filter(|f| **f != "<none>")
-                        .map(|f| (*f).to_owned()),
-                );
+                let written = written.iter().filter(|f| **f != "<none>");
+                versions.extend(written.map(|f| (*f).to_owned()));
             }
         }
-        versions.into_iter().collect()
+        Some(versions.into_iter().collect())
     }
 
     #[test]
     fn every_corpus_version_parses() {
-        let versions = corpus_versions();
+        let Some(versions) = corpus_versions() else {
+            return;
+        };
+        assert!(
+            versions.len() > 1000,
+            "only {} distinct versions",
+            versions.len()
+        );
         for text in &versions {
             assert!(Version::parse(text).is_ok(), "{text:?} should parse");
         }
@@ -408,11 +403,9 @@ mod tests {
 
     #[test]
     fn ordering_matches_dpkg_compare_versions_on_corpus_pairs() {
-        let versions = corpus_versions();
-        if versions.len() < 100 {
-            println!("skipping: corpus not found next to the workspace");
+        let Some(versions) = corpus_versions() else {
             return;
-        }
+        };
         if Command::new("dpkg").arg("--version").output().is_err() {
             println!("skipping: dpkg is not installed");
             return;
@@ -420,13 +413,14 @@ mod tests {
 
         // Neighbours in a sorted list share long prefixes, which exercises the fine points;
         // the stride pairs add unrelated versions.
-        let mut pairs: Vec<(&str, &str)> = versions.windows(2).map(|w| (&*w[0], &*w[1])).collect();
-        let stride = versions.len() / 3 + 1;
-        pairs.extend(
-            (0..versions.len())
-                .map(|i| (&*versions[i], &*versions[(i * 7 + stride) % versions.len()])),
-        );
-        pairs.truncate(400);
+        let n = versions.len();
+        let step = n / 250 + 1;
+        let neighbours = (0..n - 1)
+            .step_by(step)
+            .map(|i| (&*versions[i], &*versions[i + 1]));
+        let unrelated = (0..150).map(|i| (&*versions[i * 7 % n], &*versions[(i * 13 + n / 2) % n]));
+        let pairs: Vec<(&str, &str)> = neighbours.chain(unrelated).collect();
+        assert!(pairs.len() >= 300, "only {} pairs", pairs.len());
 
         for (a, b) in pairs {
             let dpkg_says_less = dpkg_compare(a, "lt", b);
@@ -471,7 +465,11 @@ mod tests {
         }
 
         #[test]
-        fn ordering_is_a_total_order(a in version_text(), b in version_text(), c in version_text()) {
+        fn ordering_is_a_total_order(
+            a in version_text(),
+            b in version_text(),
+            c in version_text(),
+        ) {
             let (a, b, c) = (v(&a), v(&b), v(&c));
             prop_assert_eq!(a.cmp(&b), b.cmp(&a).reverse());
             if a <= b && b <= c {
