@@ -60,22 +60,19 @@ pub struct DpkgConfig {
 
 impl Default for DpkgConfig {
     fn default() -> Self {
-        Self { log: PathBuf::from("/var/log/dpkg.log"), admin_dir: PathBuf::from("/var/lib/dpkg") }
+        Self {
+            log: PathBuf::from("/var/log/dpkg.log"),
+            admin_dir: PathBuf::from("/var/lib/dpkg"),
+        }
     }
 }
 
 /// Where events go.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SinksConfig {
     pub json: JsonSinkConfig,
     pub journald: JournaldSinkConfig,
-}
-
-impl Default for SinksConfig {
-    fn default() -> Self {
-        Self { json: JsonSinkConfig::default(), journald: JournaldSinkConfig::default() }
-    }
 }
 
 /// JSON lines outputs.
@@ -88,7 +85,9 @@ pub struct JsonSinkConfig {
 
 impl Default for JsonSinkConfig {
     fn default() -> Self {
-        Self { outputs: vec!["-".to_owned()] }
+        Self {
+            outputs: vec!["-".to_owned()],
+        }
     }
 }
 
@@ -103,7 +102,10 @@ pub struct JournaldSinkConfig {
 
 impl Default for JournaldSinkConfig {
     fn default() -> Self {
-        Self { enabled: true, socket: PathBuf::from("/run/systemd/journal/socket") }
+        Self {
+            enabled: true,
+            socket: PathBuf::from("/run/systemd/journal/socket"),
+        }
     }
 }
 
@@ -134,7 +136,11 @@ pub struct TailConfig {
 
 impl Default for TailConfig {
     fn default() -> Self {
-        Self { max_line_bytes: 64 * 1024, poll_interval_ms: 1000, rotated_grace_secs: 60 }
+        Self {
+            max_line_bytes: 64 * 1024,
+            poll_interval_ms: 1000,
+            rotated_grace_secs: 60,
+        }
     }
 }
 
@@ -158,7 +164,11 @@ pub struct DeliveryConfig {
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
-        Self { backlog: 10_000, retry_initial_ms: 200, retry_max_ms: 30_000 }
+        Self {
+            backlog: 10_000,
+            retry_initial_ms: 200,
+            retry_max_ms: 30_000,
+        }
     }
 }
 
@@ -171,7 +181,9 @@ pub struct DiagnosticsConfig {
 
 impl Default for DiagnosticsConfig {
     fn default() -> Self {
-        Self { level: LogLevel::Info }
+        Self {
+            level: LogLevel::Info,
+        }
     }
 }
 
@@ -228,21 +240,34 @@ impl Config {
             Err(err) if !required && err.kind() == io::ErrorKind::NotFound => {
                 return Ok(Self::default());
             }
-            Err(source) => return Err(ConfigError::Read { path: path.to_owned(), source }),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
         };
         Self::parse(&text, path)
     }
 
     /// Parses and validates configuration text read from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid { path: path.to_owned(), message };
-        let config: Self = toml::from_str(text).map_err(|err| invalid(render_toml_error(&err, text)))?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let config: Self =
+            toml::from_str(text).map_err(|err| invalid(render_toml_error(&err, text)))?;
         config.validate().map_err(invalid)?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.host.as_deref().is_some_and(|h| h.trim().is_empty() || h.chars().any(char::is_control)) {
+        if self
+            .host
+            .as_deref()
+            .is_some_and(|h| h.trim().is_empty() || h.chars().any(char::is_control))
+        {
             return Err("key `host`: must be a non-empty name without control characters".into());
         }
         if self.tail.max_line_bytes < 256 {

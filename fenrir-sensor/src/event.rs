@@ -171,11 +171,21 @@ impl Event {
     #[must_use]
     pub fn from_change(change: &PackageChange, host: &str, manager: &str) -> Self {
         let package = escape_control(&change.package).into_owned();
-        let new_version = change.new_version.as_deref().map(|v| escape_control(v).into_owned());
-        let old_version = change.old_version.as_deref().map(|v| escape_control(v).into_owned());
-        let description = describe(change.category, &package, old_version.as_deref(), {
-            new_version.as_deref()
-        }, change.last_state.as_deref());
+        let new_version = change
+            .new_version
+            .as_deref()
+            .map(|v| escape_control(v).into_owned());
+        let old_version = change
+            .old_version
+            .as_deref()
+            .map(|v| escape_control(v).into_owned());
+        let description = describe(
+            change.category,
+            &package,
+            old_version.as_deref(),
+            new_version.as_deref(),
+            change.last_state.as_deref(),
+        );
 
         Self {
             source: "package".to_owned(),
@@ -187,7 +197,10 @@ impl Event {
             parsed_data: ParsedData {
                 kind: change.category,
                 package,
-                arch: change.arch.as_deref().map(|a| escape_control(a).into_owned()),
+                arch: change
+                    .arch
+                    .as_deref()
+                    .map(|a| escape_control(a).into_owned()),
                 old_version,
                 new_version,
                 timestamp: local_rfc3339(change.timestamp),
@@ -201,6 +214,9 @@ impl Event {
     }
 
     /// Serializes the event as one JSON line without the trailing newline.
+    ///
+    /// # Panics
+    /// Never: an event is a tree of strings, options and JSON values, which always serialize.
     #[must_use]
     pub fn to_json_line(&self) -> String {
         // Serializing a tree of strings, options and JSON values cannot fail.
@@ -320,6 +336,9 @@ mod tests {
         assert!(Severity::Info < Severity::Low);
         assert!(Severity::Medium < Severity::High);
         assert_eq!(Severity::High.syslog_priority(), 3);
-        assert_eq!(serde_json::to_string(&Severity::Medium).ok().as_deref(), Some("\"MEDIUM\""));
+        assert_eq!(
+            serde_json::to_string(&Severity::Medium).ok().as_deref(),
+            Some("\"MEDIUM\"")
+        );
     }
 }

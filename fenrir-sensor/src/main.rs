@@ -1,1 +1,191 @@
-fn main() {}
+//! `fenrir-sensor`: parses the command line, builds the pipeline, runs it.
+
+use std::io::{self, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use fenrir_sensor::config::{Config, LogLevel, DEFAULT_CONFIG_PATH};
+use fenrir_sensor::{pipeline, replay};
+use tracing::{info, warn};
+
+/// Fenrir: real-time package-change sensor.
+#[derive(Debug, Parser)]
+#[command(name = "fenrir-sensor", version, about)]
+struct Cli {
+    /// Configuration file [default: /etc/fenrir/fenrir.toml, optional]
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Diagnostics level (overrides the configuration; `RUST_LOG` overrides both)
+    #[arg(long, global = true, value_enum)]
+    log_level: Option<LogLevel>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Follow dpkg.log and emit an event for every package change
+    Run(RunArgs),
+    /// Print the events of whole log files (plain or .gz, a rotated set in any order)
+    Replay {
+        /// Host name the events carry [default: this host's name]
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Validate the configuration and exit
+    CheckConfig,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The dpkg log to follow [default: /var/log/dpkg.log]
+    #[arg(long, value_name = "PATH")]
+    dpkg_log: Option<PathBuf>,
+    /// dpkg's admin directory, whose lock marks the end of a run [default: /var/lib/dpkg]
+    #[arg(long, value_name = "DIR")]
+    dpkg_admindir: Option<PathBuf>,
+    /// Where checkpoints live [default: /var/lib/fenrir]
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// JSON lines output, `-` for stdout; repeatable [default: -]
+    #[arg(long, value_name = "PATH")]
+    json: Vec<String>,
+    /// Do not send events to journald
+    #[arg(long)]
+    no_journald: bool,
+    /// journald's native socket [default: /run/systemd/journal/socket]
+    #[arg(long, value_name = "PATH")]
+    journald_socket: Option<PathBuf>,
+    /// Do not load the kernel exec tracer
+    #[arg(long)]
+    no_ebpf: bool,
+    /// On a first start, read the existing log instead of starting at its end
+    #[arg(long)]
+    from_start: bool,
+    /// Host name events carry [default: this host's name]
+    #[arg(long)]
+    host: Option<String>,
+}
+
+impl RunArgs {
+    /// Lays command-line flags over the configuration file's values.
+    fn apply(self, config: &mut Config) {
+        if let Some(log) = self.dpkg_log {
+            config.dpkg.log = log;
+        }
+        if let Some(dir) = self.dpkg_admindir {
+            config.dpkg.admin_dir = dir;
+        }
+        if let Some(dir) = self.state_dir {
+            config.state_dir = dir;
+        }
+        if !self.json.is_empty() {
+            config.sinks.json.outputs = self.json;
+        }
+        if self.no_journald {
+            config.sinks.journald.enabled = false;
+        }
+        if let Some(socket) = self.journald_socket {
+            config.sinks.journald.socket = socket;
+        }
+        if self.no_ebpf {
+            config.ebpf.enabled = false;
+        }
+        if self.from_start {
+            config.from_start = true;
+        }
+        if let Some(host) = self.host {
+            config.host = Some(host);
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            let text = fenrir_sensor::event::escape_control(&format!("{err:#}")).into_owned();
+            eprintln!("fenrir-sensor: error: {text}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // A broken configuration stops everything before any work starts.
+    let mut config = Config::load(cli.config.as_deref())?;
+    init_diagnostics(cli.log_level.unwrap_or(config.diagnostics.level));
+
+    match cli.command {
+        Command::CheckConfig => {
+            let path = cli
+                .config
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+            println!("configuration is valid: {}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay { host, files } => {
+            let host = host.or(config.host).map_or_else(system_host, Ok)?;
+            let stats = replay::replay(&files, &host, &mut io::stdout().lock())?;
+            info!(
+                lines = stats.lines,
+                malformed = stats.malformed,
+                changes = stats.changes,
+                "replay finished"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(args) => {
+            args.apply(&mut config);
+            let host = config.host.clone().map_or_else(system_host, Ok)?;
+            if config.ebpf.enabled {
+                warn!("this build carries no kernel exec tracer; events have no actor");
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("failed to start the async runtime")?;
+            runtime.block_on(pipeline::run(&config, host, shutdown_signal()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        warn!("cannot install signal handlers; stop the sensor with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => info!(signal = "SIGINT", "shutting down"),
+        _ = terminate.recv() => info!(signal = "SIGTERM", "shutting down"),
+    }
+}
+
+fn system_host() -> anyhow::Result<String> {
+    let name = nix::unistd::gethostname().context("failed to read the host name")?;
+    Ok(name.to_string_lossy().into_owned())
+}
+
+fn init_diagnostics(level: LogLevel) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.as_str()));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .init();
+}

@@ -1,1 +1,421 @@
-//! TODO
+//! The running sensor: tail → parse → event → sinks, with a checkpoint after each step.
+//!
+//! In: the configuration and a shutdown signal. Out: events delivered to the sinks as dpkg
+//! writes its log, and a checkpoint in the state directory. State: the tailer, the interpreter
+//! (installs still in progress), the dispatcher, and the position last made durable.
+//!
+//! Wake-ups come from an inotify watch on the log's *directory* — a watch on the file itself
+//! goes deaf after rename-and-create rotation — and from a slow safety-net timer. Every wake-up
+//! reads to the end of the log, so notifications that coalesce lose nothing.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::Notify;
+use tracing::{debug, error, info, warn};
+
+use crate::config::Config;
+use crate::event::Event;
+use crate::parse::interpret::LogInterpreter;
+use crate::parse::PackageChange;
+use crate::sink::dispatch::{DispatchOptions, Dispatcher, SinkStats};
+use crate::sink::journald::JournaldSink;
+use crate::sink::json::JsonSink;
+use crate::sink::Sink;
+use crate::source::checkpoint::{Checkpoint, CheckpointStore};
+use crate::source::lock::{dpkg_lock_state, LockState};
+use crate::source::tail::{Line, Position, StartAt, TailNotice, TailOptions, Tailer};
+
+/// Lines read per batch: bounds memory when starting from the beginning of a long log.
+const BATCH_LINES: usize = 1024;
+
+/// How many consecutive polls must find the dpkg database unlocked before installs still in
+/// progress are judged: a script running `dpkg --unpack` then `dpkg --configure` releases the
+/// lock for an instant between the two.
+const FREE_POLLS_BEFORE_FINISH: u32 = 2;
+
+/// What a run did, reported when it stops.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    pub lines: u64,
+    pub malformed: u64,
+    pub events: u64,
+    pub sinks: Vec<SinkStats>,
+}
+
+/// Builds the sinks the configuration asks for.
+fn build_sinks(config: &Config) -> Vec<Box<dyn Sink>> {
+    let mut sinks: Vec<Box<dyn Sink>> = config
+        .sinks
+        .json
+        .outputs
+        .iter()
+        .map(|target| Box::new(JsonSink::new(target)) as Box<dyn Sink>)
+        .collect();
+
+    let journald = &config.sinks.journald;
+    if journald.enabled {
+        if journald.socket.exists() {
+            sinks.push(Box::new(JournaldSink::new(journald.socket.clone())));
+        } else {
+            warn!(
+                socket = %journald.socket.display(),
+                "no journald socket; events go to the other sinks only"
+            );
+        }
+    }
+    sinks
+}
+
+/// The pipeline's state between wake-ups.
+struct Pipeline {
+    tailer: Tailer,
+    interpreter: LogInterpreter,
+    dispatcher: Dispatcher,
+    store: CheckpointStore,
+    host: String,
+    admin_dir: PathBuf,
+    /// Lines read but not yet handled, because delivery is held.
+    queued: VecDeque<Line>,
+    /// The position after the line whose events no sink has taken yet.
+    held: Option<Position>,
+    saved: Option<Checkpoint>,
+    free_polls: u32,
+    events: u64,
+    too_long: u64,
+}
+
+impl Pipeline {
+    /// Reads and handles everything available; stops early while delivery is held.
+    fn pump(&mut self) -> anyhow::Result<()> {
+        loop {
+            if !self.release_hold() {
+                return Ok(());
+            }
+            let Some(line) = self.queued.pop_front() else {
+                let (lines, notices) = self
+                    .tailer
+                    .read_lines(BATCH_LINES)
+                    .with_context(|| format!("failed to read {}", self.tailer.path().display()))?;
+                self.note(&notices);
+                if lines.is_empty() {
+                    break;
+                }
+                self.queued.extend(lines);
+                continue;
+            };
+
+            let changes = self
+                .interpreter
+                .line(&line.bytes, self.tailer.path(), line.line_no);
+            if !self.deliver(changes) {
+                self.held = Some(line.position);
+                return Ok(());
+            }
+            self.free_polls = 0;
+        }
+        self.save_checkpoint(self.tailer.position());
+        Ok(())
+    }
+
+    /// Sends changes to the sinks; returns whether every event was taken by some sink.
+    fn deliver(&mut self, changes: Vec<PackageChange>) -> bool {
+        let mut all_taken = true;
+        for change in changes {
+            let event = Event::from_change(&change, &self.host, "dpkg");
+            self.events += 1;
+            if !self.dispatcher.dispatch(event) {
+                all_taken = false;
+            }
+        }
+        if !all_taken {
+            error!("no sink accepted an event; holding the log until one does");
+        }
+        all_taken
+    }
+
+    /// Retries a held delivery; returns whether reading may go on.
+    fn release_hold(&mut self) -> bool {
+        let Some(position) = self.held.clone() else {
+            return true;
+        };
+        self.dispatcher.retry_due();
+        if self.dispatcher.has_unaccepted() {
+            return false;
+        }
+        info!("a sink accepted the held event; reading resumes");
+        self.held = None;
+        self.save_checkpoint(Some(position));
+        true
+    }
+
+    /// Judges installs still in progress once no package manager holds the database.
+    fn finish_runs_if_idle(&mut self) -> anyhow::Result<()> {
+        if !self.interpreter.has_pending() || self.held.is_some() {
+            return Ok(());
+        }
+        match dpkg_lock_state(&self.admin_dir) {
+            Ok(LockState::Free) => self.free_polls += 1,
+            Ok(LockState::Held { pid }) => {
+                debug!(?pid, "dpkg database locked; installs still in progress");
+                self.free_polls = 0;
+                return Ok(());
+            }
+            Err(err) => {
+                // Without the lock the end of a run is inferred from silence alone.
+                debug!(error = %err, "cannot query the dpkg lock");
+                self.free_polls += 1;
+            }
+        }
+        if self.free_polls < FREE_POLLS_BEFORE_FINISH {
+            return Ok(());
+        }
+
+        // The last lines of the run may have landed since the previous read.
+        self.pump()?;
+        if self.held.is_some() {
+            return Ok(());
+        }
+        let changes = self.interpreter.finish();
+        let position = self.tailer.position();
+        if !self.deliver(changes) {
+            self.held = position;
+            return Ok(());
+        }
+        self.save_checkpoint(position);
+        Ok(())
+    }
+
+    fn note(&mut self, notices: &[TailNotice]) {
+        let path = self.tailer.path().display().to_string();
+        for notice in notices {
+            match notice {
+                TailNotice::Rotated => info!(path, "log rotated; following the new file"),
+                TailNotice::Truncated => info!(path, "log truncated; reading it from the start"),
+                TailNotice::LineTooLong { bytes } => {
+                    self.too_long += 1;
+                    debug!(path, bytes, "skipping over-long line");
+                }
+                TailNotice::RetiredWithPartialLine { bytes } => {
+                    warn!(
+                        path,
+                        bytes, "rotated log ended in a partial line; dropping it"
+                    );
+                }
+            }
+        }
+    }
+
+    fn save_checkpoint(&mut self, position: Option<Position>) {
+        let Some(position) = position else { return };
+        let mut checkpoint = Checkpoint::new(
+            self.tailer.path().to_path_buf(),
+            position.identity,
+            position.fingerprint,
+            position.offset,
+        );
+        checkpoint.transactions = self.interpreter.saved_state();
+        if self.saved.as_ref() == Some(&checkpoint) {
+            return;
+        }
+        match self.store.save(&checkpoint) {
+            Ok(()) => self.saved = Some(checkpoint),
+            // Events are already out; a stale checkpoint only risks repeats after a crash.
+            Err(err) => warn!(error = %format!("{err:#}"), "failed to save checkpoint"),
+        }
+    }
+}
+
+/// Starts a directory watch that wakes `notify` whenever the log or a rotation of it changes.
+fn watch_log_directory(
+    log: &Path,
+    wake: Arc<Notify>,
+) -> anyhow::Result<notify::RecommendedWatcher> {
+    let name = log
+        .file_name()
+        .map(std::ffi::OsStr::to_os_string)
+        .unwrap_or_default();
+    let dir = match log.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut watcher = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
+        let relevant = match &result {
+            // The directory of /var/log is busy; only the log and its rotations matter.
+            Ok(event) => {
+                event.paths.is_empty()
+                    || event.paths.iter().any(|p| {
+                        p.file_name().is_some_and(|n| {
+                            n == name.as_os_str()
+                                || n.to_string_lossy()
+                                    .starts_with(&format!("{}.", name.to_string_lossy()))
+                        })
+                    })
+            }
+            Err(_) => true,
+        };
+        if relevant {
+            wake.notify_one();
+        }
+    })
+    .context("failed to create a file-system watcher")?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .with_context(|| format!("failed to watch {}", dir.display()))?;
+    Ok(watcher)
+}
+
+impl Pipeline {
+    /// Sets up every stage from the configuration: checkpoint, tail, interpreter and sinks.
+    fn start(config: &Config, host: String) -> anyhow::Result<Self> {
+        let log = config.dpkg.log.clone();
+        std::fs::create_dir_all(&config.state_dir).with_context(|| {
+            format!(
+                "failed to create state directory {}",
+                config.state_dir.display()
+            )
+        })?;
+
+        let store = CheckpointStore::for_log(&config.state_dir, &log);
+        let checkpoint = store.load().unwrap_or_else(|err| {
+            warn!(error = %format!("{err:#}"), "checkpoint unusable; starting at the end of the log");
+            None
+        });
+
+        let options = TailOptions {
+            max_line_bytes: config.tail.max_line_bytes,
+            rotated_grace: Duration::from_secs(config.tail.rotated_grace_secs),
+            start_at: if config.from_start {
+                StartAt::Beginning
+            } else {
+                StartAt::End
+            },
+        };
+        let (tailer, notices) = Tailer::open(log.clone(), checkpoint.as_ref(), options)
+            .with_context(|| format!("failed to open {}", log.display()))?;
+
+        let delivery = &config.delivery;
+        let dispatcher = Dispatcher::new(
+            build_sinks(config),
+            DispatchOptions {
+                backlog: delivery.backlog,
+                retry_initial: Duration::from_millis(delivery.retry_initial_ms),
+                retry_max: Duration::from_millis(delivery.retry_max_ms),
+            },
+        );
+        let saved_transactions = checkpoint.as_ref().and_then(|c| c.transactions.as_ref());
+        let mut pipeline = Self {
+            tailer,
+            interpreter: LogInterpreter::resume(saved_transactions),
+            dispatcher,
+            store,
+            host,
+            admin_dir: config.dpkg.admin_dir.clone(),
+            queued: VecDeque::new(),
+            held: None,
+            saved: checkpoint,
+            free_polls: 0,
+            events: 0,
+            too_long: 0,
+        };
+        pipeline.note(&notices);
+        Ok(pipeline)
+    }
+
+    /// Delivers what is already written, closes the sinks and reports what the run did.
+    fn stop(mut self) -> anyhow::Result<RunSummary> {
+        // Deliver what is already written before stopping, so a restart repeats nothing.
+        self.pump()?;
+        let stats = self.interpreter.stats();
+        let summary = RunSummary {
+            lines: stats.lines,
+            malformed: stats.malformed + self.too_long,
+            events: self.events,
+            sinks: self.dispatcher.close(),
+        };
+        for sink in &summary.sinks {
+            if sink.lost > 0 {
+                error!(sink = sink.name, lost = sink.lost, "events lost for a sink");
+            }
+            info!(
+                sink = sink.name,
+                delivered = sink.delivered,
+                failures = sink.failures,
+                retried = sink.retried,
+                "sink summary"
+            );
+        }
+        info!(
+            lines = summary.lines,
+            malformed = summary.malformed,
+            events = summary.events,
+            "sensor stopped"
+        );
+        Ok(summary)
+    }
+}
+
+/// Runs the sensor until `shutdown` completes.
+///
+/// # Errors
+/// Fails before starting when the state directory or the log cannot be set up, and while
+/// running only when the log cannot be read at all.
+pub async fn run(
+    config: &Config,
+    host: String,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<RunSummary> {
+    // The watch comes first so that nothing written while the tail opens goes unnoticed.
+    let wake = Arc::new(Notify::new());
+    let _watcher = match watch_log_directory(&config.dpkg.log, Arc::clone(&wake)) {
+        Ok(watcher) => Some(watcher),
+        Err(err) => {
+            warn!(error = %format!("{err:#}"), "no file-system watch; polling only");
+            None
+        }
+    };
+    let mut pipeline = Pipeline::start(config, host)?;
+    info!(
+        log = %config.dpkg.log.display(),
+        state_dir = %config.state_dir.display(),
+        resumed = pipeline.saved.is_some(),
+        "sensor ready"
+    );
+    pipeline.pump()?;
+
+    let mut poll = tokio::time::interval(config.tail.poll_interval());
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        let retry = pipeline
+            .dispatcher
+            .next_retry()
+            .map(tokio::time::Instant::from_std);
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = wake.notified() => pipeline.pump()?,
+            _ = poll.tick() => {
+                pipeline.pump()?;
+                pipeline.finish_runs_if_idle()?;
+            }
+            () = sleep_until(retry) => {
+                pipeline.dispatcher.retry_due();
+                pipeline.pump()?;
+            }
+        }
+    }
+    pipeline.stop()
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -6,6 +6,7 @@
 //! never finished.
 
 pub mod dpkg;
+pub mod interpret;
 pub mod transaction;
 pub mod version;
 

@@ -9,9 +9,9 @@
 //! others carry on. Only when *no* sink takes an event does the pipeline stop reading — the
 //! log on disk is then the buffer, and nothing is lost.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info, warn};
@@ -137,7 +137,10 @@ impl Dispatcher {
         let slots = sinks
             .into_iter()
             .map(|sink| Slot {
-                stats: SinkStats { name: sink.name().to_owned(), ..SinkStats::default() },
+                stats: SinkStats {
+                    name: sink.name().to_owned(),
+                    ..SinkStats::default()
+                },
                 sink,
                 backlog: VecDeque::new(),
                 retry_at: None,
@@ -151,7 +154,10 @@ impl Dispatcher {
     ///
     /// Returns whether at least one sink took it now.
     pub fn dispatch(&mut self, event: Event) -> bool {
-        let queued = Rc::new(Queued { event, accepted: Cell::new(false) });
+        let queued = Rc::new(Queued {
+            event,
+            accepted: Cell::new(false),
+        });
         let now = Instant::now();
 
         for slot in &mut self.slots {
@@ -191,7 +197,10 @@ impl Dispatcher {
     /// Returns whether some event in a backlog has not been taken by any sink yet.
     #[must_use]
     pub fn has_unaccepted(&self) -> bool {
-        self.slots.iter().flat_map(|s| &s.backlog).any(|q| !q.accepted.get())
+        self.slots
+            .iter()
+            .flat_map(|s| &s.backlog)
+            .any(|q| !q.accepted.get())
     }
 
     /// Returns the earliest moment a failing sink should be retried.
@@ -202,6 +211,7 @@ impl Dispatcher {
 
     /// Makes a last delivery attempt for every backlog and returns the final counters; what is
     /// still queued counts as lost.
+    #[must_use]
     pub fn close(mut self) -> Vec<SinkStats> {
         for slot in &mut self.slots {
             if !slot.backlog.is_empty() {
@@ -218,7 +228,10 @@ impl Dispatcher {
     pub fn stats(&self) -> Vec<SinkStats> {
         self.slots
             .iter()
-            .map(|s| SinkStats { backlog: s.backlog.len(), ..s.stats.clone() })
+            .map(|s| SinkStats {
+                backlog: s.backlog.len(),
+                ..s.stats.clone()
+            })
             .collect()
     }
 }
@@ -253,7 +266,7 @@ mod tests {
     }
 
     impl Sink for Switchable {
-        fn name(&self) -> &str {
+        fn name(&self) -> &'static str {
             "switchable"
         }
 
@@ -264,7 +277,9 @@ mod tests {
                     source: io::Error::from(io::ErrorKind::StorageFull),
                 });
             }
-            self.delivered.borrow_mut().push(event.parsed_data.package.clone());
+            self.delivered
+                .borrow_mut()
+                .push(event.parsed_data.package.clone());
             Ok(())
         }
     }
@@ -285,10 +300,15 @@ mod tests {
         Event::from_change(&change, "h", "dpkg")
     }
 
-    fn switchable() -> (Box<dyn Sink>, Rc<Cell<bool>>, Rc<RefCell<Vec<String>>>) {
+    type Delivered = Rc<RefCell<Vec<String>>>;
+
+    fn switchable() -> (Box<dyn Sink>, Rc<Cell<bool>>, Delivered) {
         let up = Rc::new(Cell::new(true));
         let delivered = Rc::new(RefCell::new(Vec::new()));
-        let sink = Switchable { up: Rc::clone(&up), delivered: Rc::clone(&delivered) };
+        let sink = Switchable {
+            up: Rc::clone(&up),
+            delivered: Rc::clone(&delivered),
+        };
         (Box::new(sink), up, delivered)
     }
 

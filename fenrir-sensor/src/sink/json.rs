@@ -33,11 +33,17 @@ impl JsonSink {
     #[must_use]
     pub fn new(target: &str) -> Self {
         if target == "-" {
-            Self { name: "json:stdout".to_owned(), output: Output::Stdout }
+            Self {
+                name: "json:stdout".to_owned(),
+                output: Output::Stdout,
+            }
         } else {
             Self {
                 name: format!("json:{target}"),
-                output: Output::File { path: PathBuf::from(target), file: None },
+                output: Output::File {
+                    path: PathBuf::from(target),
+                    file: None,
+                },
             }
         }
     }
@@ -58,13 +64,23 @@ impl Sink for JsonSink {
                 stdout
                     .write_all(line.as_bytes())
                     .and_then(|()| stdout.flush())
-                    .map_err(|source| SinkError::Write { target: "stdout".to_owned(), source })
+                    .map_err(|source| SinkError::Write {
+                        target: "stdout".to_owned(),
+                        source,
+                    })
             }
             Output::File { path, file } => {
-                let wrap = |source| SinkError::Write { target: path.display().to_string(), source };
+                let wrap = |source| SinkError::Write {
+                    target: path.display().to_string(),
+                    source,
+                };
                 if file.is_none() {
                     *file = Some(
-                        OpenOptions::new().create(true).append(true).open(&*path).map_err(wrap)?,
+                        OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&*path)
+                            .map_err(wrap)?,
                     );
                 }
                 let Some(handle) = file.as_mut() else {

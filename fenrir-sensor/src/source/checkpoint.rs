@@ -8,6 +8,7 @@
 //! inode number freed by a deleted log can be handed to a new file, and only the content tells
 //! the two apart.
 
+use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
@@ -33,24 +34,32 @@ impl FileIdentity {
     /// Returns the identity of an open file.
     pub fn of_file(file: &File) -> io::Result<Self> {
         let meta = file.metadata()?;
-        Ok(Self { dev: meta.dev(), ino: meta.ino() })
+        Ok(Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
     }
 
     /// Returns the identity of the file at `path`, following symlinks.
     pub fn of_path(path: &Path) -> io::Result<Self> {
         let meta = fs::metadata(path)?;
-        Ok(Self { dev: meta.dev(), ino: meta.ino() })
+        Ok(Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
     }
 }
 
-/// Hashes the first complete line of `file` (at most [`FINGERPRINT_SPAN`] bytes of it).
+/// Hashes the first complete line of `file` (at most 1 KiB of it).
 ///
 /// Returns `None` while the file has no complete first line: a fingerprint taken from half a
 /// line would change once the line is finished and look like a replaced file.
 pub fn fingerprint(file: &mut File) -> io::Result<Option<String>> {
     let mut head = Vec::with_capacity(FINGERPRINT_SPAN);
     file.seek(SeekFrom::Start(0))?;
-    Read::by_ref(file).take(FINGERPRINT_SPAN as u64).read_to_end(&mut head)?;
+    Read::by_ref(file)
+        .take(FINGERPRINT_SPAN as u64)
+        .read_to_end(&mut head)?;
 
     let span = match head.iter().position(|&b| b == b'\n') {
         Some(newline) => &head[..=newline],
@@ -58,7 +67,13 @@ pub fn fingerprint(file: &mut File) -> io::Result<Option<String>> {
         None => return Ok(None),
     };
     let digest = Sha256::digest(span);
-    Ok(Some(digest.iter().take(12).map(|b| format!("{b:02x}")).collect()))
+    Ok(Some(digest.iter().take(12).fold(
+        String::new(),
+        |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        },
+    )))
 }
 
 /// The position after the last delivered line of one log.
@@ -86,7 +101,14 @@ impl Checkpoint {
         fingerprint: Option<String>,
         offset: u64,
     ) -> Self {
-        Self { version: FORMAT_VERSION, path, identity, fingerprint, offset, transactions: None }
+        Self {
+            version: FORMAT_VERSION,
+            path,
+            identity,
+            fingerprint,
+            offset,
+            transactions: None,
+        }
     }
 }
 
@@ -129,9 +151,17 @@ impl CheckpointStore {
             .to_string_lossy()
             .trim_start_matches('/')
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
-        Self { path: state_dir.join("checkpoints").join(format!("{name}.json")) }
+        Self {
+            path: state_dir.join("checkpoints").join(format!("{name}.json")),
+        }
     }
 
     /// Returns where the checkpoint lives.
@@ -149,10 +179,18 @@ impl CheckpointStore {
         let text = match fs::read(&self.path) {
             Ok(text) => text,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(CheckpointError::Read { path: self.path.clone(), source }),
+            Err(source) => {
+                return Err(CheckpointError::Read {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
         };
-        let checkpoint: Checkpoint = serde_json::from_slice(&text)
-            .map_err(|source| CheckpointError::Corrupt { path: self.path.clone(), source })?;
+        let checkpoint: Checkpoint =
+            serde_json::from_slice(&text).map_err(|source| CheckpointError::Corrupt {
+                path: self.path.clone(),
+                source,
+            })?;
         if checkpoint.version != FORMAT_VERSION {
             return Err(CheckpointError::Version {
                 path: self.path.clone(),
@@ -164,7 +202,10 @@ impl CheckpointStore {
 
     /// Replaces the checkpoint atomically and durably.
     pub fn save(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
-        let wrap = |source| CheckpointError::Write { path: self.path.clone(), source };
+        let wrap = |source| CheckpointError::Write {
+            path: self.path.clone(),
+            source,
+        };
         let dir = self.path.parent().unwrap_or_else(|| Path::new("."));
         fs::create_dir_all(dir).map_err(wrap)?;
 
@@ -175,7 +216,8 @@ impl CheckpointStore {
             .truncate(true)
             .open(&temporary)
             .map_err(wrap)?;
-        let mut bytes = serde_json::to_vec(checkpoint).map_err(|err| wrap(io::Error::other(err)))?;
+        let mut bytes =
+            serde_json::to_vec(checkpoint).map_err(|err| wrap(io::Error::other(err)))?;
         bytes.push(b'\n');
         file.write_all(&bytes).map_err(wrap)?;
         file.sync_all().map_err(wrap)?;
@@ -232,7 +274,10 @@ mod tests {
         let first = fingerprint(&mut File::open(&path)?)?;
         assert!(first.is_some());
 
-        fs::write(&path, b"2026-05-03 14:32:11 startup archives unpack\nother tail\n")?;
+        fs::write(
+            &path,
+            b"2026-05-03 14:32:11 startup archives unpack\nother tail\n",
+        )?;
         assert_eq!(fingerprint(&mut File::open(&path)?)?, first);
 
         fs::write(&path, b"2026-05-04 09:00:00 startup archives unpack\n")?;

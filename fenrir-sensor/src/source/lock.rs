@@ -62,7 +62,9 @@ fn query_write_lock(file: &File) -> io::Result<LockState> {
     if i32::from(request.l_type) == libc::F_UNLCK {
         return Ok(LockState::Free);
     }
-    Ok(LockState::Held { pid: u32::try_from(request.l_pid).ok().filter(|&pid| pid > 0) })
+    Ok(LockState::Held {
+        pid: u32::try_from(request.l_pid).ok().filter(|&pid| pid > 0),
+    })
 }
 
 #[cfg(test)]
@@ -108,7 +110,12 @@ mod tests {
         let state = dpkg_lock_state(dir.path());
         holder.kill()?;
         holder.wait()?;
-        assert_eq!(state?, LockState::Held { pid: Some(holder.id()) });
+        assert_eq!(
+            state?,
+            LockState::Held {
+                pid: Some(holder.id())
+            }
+        );
         assert_eq!(dpkg_lock_state(dir.path())?, LockState::Free);
         Ok(())
     }

@@ -75,7 +75,7 @@ impl Default for TailOptions {
     fn default() -> Self {
         Self {
             max_line_bytes: 64 * 1024,
-            rotated_grace: Duration::from_secs(60),
+            rotated_grace: Duration::from_mins(1),
             start_at: StartAt::End,
         }
     }
@@ -130,7 +130,7 @@ impl Followed {
             if n == 0 {
                 break;
             }
-            lines += chunk[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+            lines += memchr::memchr_iter(b'\n', &chunk[..n]).count() as u64;
             remaining -= n as u64;
         }
         self.file.seek(SeekFrom::Start(offset))?;
@@ -147,7 +147,11 @@ impl Followed {
     }
 
     fn position(&self, offset: u64) -> Position {
-        Position { identity: self.identity, fingerprint: self.fingerprint.clone(), offset }
+        Position {
+            identity: self.identity,
+            fingerprint: self.fingerprint.clone(),
+            offset,
+        }
     }
 
     /// Whether the content under our offset is gone: the file shrank, or its first line
@@ -223,7 +227,9 @@ impl Followed {
             let end_offset = base + index as u64 + 1;
             self.lines_read += 1;
             if let Some(skipped) = self.skipping.take() {
-                notices.push(TailNotice::LineTooLong { bytes: skipped + index as u64 - start as u64 });
+                notices.push(TailNotice::LineTooLong {
+                    bytes: skipped + index as u64 - start as u64,
+                });
             } else if self.partial.len() + (index - start) > max_line_bytes {
                 notices.push(TailNotice::LineTooLong {
                     bytes: (self.partial.len() + index - start) as u64,
@@ -276,7 +282,12 @@ impl Tailer {
         checkpoint: Option<&Checkpoint>,
         options: TailOptions,
     ) -> io::Result<(Self, Vec<TailNotice>)> {
-        let mut tailer = Self { path, options, current: None, retired: None };
+        let mut tailer = Self {
+            path,
+            options,
+            current: None,
+            retired: None,
+        };
         let mut notices = Vec::new();
 
         if !tailer.path.exists() {
@@ -320,15 +331,20 @@ impl Tailer {
             return Ok(None);
         };
         let prefix = format!("{}.", name.to_string_lossy());
-        let Ok(entries) = fs::read_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })
-        else {
+        let Ok(entries) = fs::read_dir(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        }) else {
             return Ok(None);
         };
         for entry in entries.flatten() {
             if !entry.file_name().to_string_lossy().starts_with(&prefix) {
                 continue;
             }
-            let Ok(candidate) = Followed::open(&entry.path(), 0) else { continue };
+            let Ok(candidate) = Followed::open(&entry.path(), 0) else {
+                continue;
+            };
             if candidate.identity == checkpoint.identity
                 && matches_checkpoint(&candidate, checkpoint)?
             {
@@ -369,7 +385,9 @@ impl Tailer {
             }
             if retired.last_growth.elapsed() >= self.options.rotated_grace {
                 if !retired.partial.is_empty() {
-                    notices.push(TailNotice::RetiredWithPartialLine { bytes: retired.partial.len() });
+                    notices.push(TailNotice::RetiredWithPartialLine {
+                        bytes: retired.partial.len(),
+                    });
                 }
                 self.retired = None;
             }
@@ -403,7 +421,11 @@ impl Tailer {
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(err) => return Err(err),
         };
-        if self.current.as_ref().is_some_and(|c| c.identity == identity) {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.identity == identity)
+        {
             return Ok(());
         }
 
@@ -455,12 +477,19 @@ mod tests {
     use super::*;
 
     fn append(path: &Path, text: &str) {
-        let mut file = OpenOptions::new().create(true).append(true).open(path).expect("append");
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("append");
         file.write_all(text.as_bytes()).expect("write");
     }
 
     fn texts(lines: &[Line]) -> Vec<String> {
-        lines.iter().map(|l| String::from_utf8_lossy(&l.bytes).into_owned()).collect()
+        lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(&l.bytes).into_owned())
+            .collect()
     }
 
     fn read_all(tailer: &mut Tailer) -> Vec<String> {
@@ -470,11 +499,20 @@ mod tests {
 
     fn checkpoint_of(tailer: &Tailer) -> Checkpoint {
         let p = tailer.position().expect("position");
-        Checkpoint::new(tailer.path().to_path_buf(), p.identity, p.fingerprint, p.offset)
+        Checkpoint::new(
+            tailer.path().to_path_buf(),
+            p.identity,
+            p.fingerprint,
+            p.offset,
+        )
     }
 
     fn options(start_at: StartAt) -> TailOptions {
-        TailOptions { start_at, rotated_grace: Duration::from_secs(60), ..TailOptions::default() }
+        TailOptions {
+            start_at,
+            rotated_grace: Duration::from_mins(1),
+            ..TailOptions::default()
+        }
     }
 
     #[test]
@@ -543,7 +581,11 @@ mod tests {
         assert_eq!(read_all(&mut tailer), ["2026-01-01 one"]);
 
         fs::copy(&log, dir.path().join("dpkg.log.1")).expect("copy");
-        OpenOptions::new().write(true).open(&log).and_then(|f| f.set_len(0)).expect("truncate");
+        OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .and_then(|f| f.set_len(0))
+            .expect("truncate");
         append(&log, "2026-02-01 two\n");
         let (lines, notices) = tailer.read_lines(100).expect("read");
         assert_eq!(texts(&lines), ["2026-02-01 two"]);
@@ -560,7 +602,10 @@ mod tests {
         assert_eq!(read_all(&mut tailer), ["2026-01-01 one"]);
 
         fs::write(&log, "2026-03-01 replaced line that is longer\n").expect("rewrite");
-        assert_eq!(read_all(&mut tailer), ["2026-03-01 replaced line that is longer"]);
+        assert_eq!(
+            read_all(&mut tailer),
+            ["2026-03-01 replaced line that is longer"]
+        );
     }
 
     #[test]
@@ -640,8 +685,11 @@ mod tests {
         drop(tailer);
 
         // Same device and inode, other content: what a reused inode number looks like.
-        fs::write(&log, "2026-06-01 new first line that is long enough to pass\nx\n")
-            .expect("rewrite");
+        fs::write(
+            &log,
+            "2026-06-01 new first line that is long enough to pass\nx\n",
+        )
+        .expect("rewrite");
         saved.identity = FileIdentity::of_path(&log).expect("identity");
         let (mut tailer, notices) =
             Tailer::open(log.clone(), Some(&saved), options(StartAt::End)).expect("reopen");
@@ -657,7 +705,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let log = dir.path().join("dpkg.log");
         append(&log, "");
-        let options = TailOptions { max_line_bytes: 100, ..options(StartAt::End) };
+        let options = TailOptions {
+            max_line_bytes: 100,
+            ..options(StartAt::End)
+        };
         let (mut tailer, _) = Tailer::open(log.clone(), None, options).expect("open");
         append(&log, &"x".repeat(1_000_000));
         let (lines, _) = tailer.read_lines(100).expect("read");
