@@ -1,5 +1,8 @@
 //! Support for Fenrir's end-to-end tests: real components started on demand.
 //!
-//! Each module starts or drives one real component the tests need and cleans up after it.
+//! Each module starts or drives one real component the tests need and cleans up after it:
+//! [`dpkg`] a sandboxed dpkg, [`journald`] a systemd-journald, [`sensor`] the sensor binary.
 
+pub mod dpkg;
 pub mod journald;
+pub mod sensor;
