@@ -5,17 +5,20 @@
 //! unpacked at the end of one file and configured at the start of the next is judged once.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+use std::thread;
 
 use flate2::read::MultiGzDecoder;
-use tracing::warn;
 
 use crate::event::Event;
+use crate::parse::dpkg::{parse_line, LogLine, ParseError};
 use crate::parse::interpret::{InterpretStats, LogInterpreter};
 
 /// Longest line kept; longer ones are counted as malformed.
-const MAX_LINE_BYTES: usize = 64 * 1024;
+const MAX_LINE_BYTES: usize = crate::parse::dpkg::MAX_LINE_LEN;
 
 /// Why a replay stopped.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +94,27 @@ pub fn chronological(paths: &[PathBuf]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Lines handed at once from the parsing thread to the deciding one.
+const BATCH_LINES: usize = 4096;
+
+/// Consecutive lines of one file, parsed.
+struct Batch {
+    path: Arc<PathBuf>,
+    /// The lines' bytes, back to back.
+    text: Vec<u8>,
+    lines: Vec<ParsedLine>,
+}
+
+struct ParsedLine {
+    range: Range<usize>,
+    line_no: u64,
+    parsed: Result<LogLine, ParseError>,
+}
+
 /// Writes the events of `paths` to `out` as JSON lines.
+///
+/// Parsing, which needs no state, runs on its own thread while this one follows dpkg's runs
+/// and writes events, so a long history replays at the speed of the slower half.
 ///
 /// # Errors
 /// An unreadable file stops the replay with its path; malformed lines never do.
@@ -100,43 +123,103 @@ pub fn replay(
     host: &str,
     out: &mut dyn Write,
 ) -> Result<InterpretStats, ReplayError> {
-    let mut interpreter = LogInterpreter::default();
-    let emit = |event: Event, out: &mut dyn Write| -> Result<(), ReplayError> {
-        let mut line = event.to_json_line();
-        line.push('\n');
-        out.write_all(line.as_bytes()).map_err(ReplayError::Write)
-    };
+    let ordered = chronological(paths);
+    let (sender, batches) = mpsc::sync_channel::<Result<Batch, ReplayError>>(16);
+    let mut out = BufWriter::with_capacity(256 * 1024, out);
 
-    for path in chronological(paths) {
+    thread::scope(|scope| {
+        scope.spawn(move || read_and_parse(&ordered, &sender));
+
+        let mut interpreter = LogInterpreter::default();
+        for batch in batches {
+            let batch = batch?;
+            for line in batch.lines {
+                let bytes = &batch.text[line.range];
+                for change in interpreter.parsed(line.parsed, bytes, &batch.path, line.line_no) {
+                    write_event(&Event::from_change(&change, host, "dpkg"), &mut out)?;
+                }
+            }
+        }
+
+        for change in interpreter.finish() {
+            write_event(&Event::from_change(&change, host, "dpkg"), &mut out)?;
+        }
+        out.flush().map_err(ReplayError::Write)?;
+        Ok(interpreter.stats())
+    })
+}
+
+fn write_event(event: &Event, out: &mut impl Write) -> Result<(), ReplayError> {
+    let mut line = event.to_json_line();
+    line.push('\n');
+    out.write_all(line.as_bytes()).map_err(ReplayError::Write)
+}
+
+/// Reads every file in order and sends its lines parsed, in batches; stops when the receiver
+/// is gone.
+fn read_and_parse(paths: &[PathBuf], sender: &mpsc::SyncSender<Result<Batch, ReplayError>>) {
+    for path in paths {
+        let path = Arc::new(path.clone());
         let read_error = |source| ReplayError::Read {
-            path: path.clone(),
+            path: path.to_path_buf(),
             source,
         };
-        let mut reader = open_log(&path).map_err(read_error)?;
+        let mut reader = match open_log(&path) {
+            Ok(reader) => reader,
+            Err(err) => {
+                let _ = sender.send(Err(read_error(err)));
+                return;
+            }
+        };
+
+        let mut batch = Batch {
+            path: Arc::clone(&path),
+            text: Vec::new(),
+            lines: Vec::new(),
+        };
         let mut line = Vec::new();
         let mut line_no = 0_u64;
         loop {
             line.clear();
-            let n = read_bounded_line(&mut reader, &mut line).map_err(read_error)?;
-            if n == 0 {
-                break;
+            match read_bounded_line(&mut reader, &mut line) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(err) => {
+                    let _ = sender.send(Err(read_error(err)));
+                    return;
+                }
             }
             line_no += 1;
-            if line.len() > MAX_LINE_BYTES {
-                warn!(path = %path.display(), line_no, bytes = line.len(), "skipping over-long line");
-                continue;
-            }
-            for change in interpreter.line(&line, &path, line_no) {
-                emit(Event::from_change(&change, host, "dpkg"), out)?;
+
+            // An over-long line arrives cut one byte past the limit, which parse_line refuses.
+            let start = batch.text.len();
+            batch.text.extend_from_slice(&line);
+            let range = start..batch.text.len();
+            let parsed = parse_line(&line);
+            batch.lines.push(ParsedLine {
+                range,
+                line_no,
+                parsed,
+            });
+
+            if batch.lines.len() == BATCH_LINES {
+                let full = std::mem::replace(
+                    &mut batch,
+                    Batch {
+                        path: Arc::clone(&path),
+                        text: Vec::new(),
+                        lines: Vec::new(),
+                    },
+                );
+                if sender.send(Ok(full)).is_err() {
+                    return;
+                }
             }
         }
+        if !batch.lines.is_empty() && sender.send(Ok(batch)).is_err() {
+            return;
+        }
     }
-
-    for change in interpreter.finish() {
-        emit(Event::from_change(&change, host, "dpkg"), out)?;
-    }
-    out.flush().map_err(ReplayError::Write)?;
-    Ok(interpreter.stats())
 }
 
 /// Reads one line without its newline, keeping at most one byte past the limit so a huge line

@@ -386,7 +386,7 @@ fn parse_conffile(tail: &[u8]) -> Result<LineKind, ParseError> {
 }
 
 fn parse_rest(rest: &str) -> Result<LineKind, ParseError> {
-    let mut fields = Fields(rest.split(' '));
+    let mut fields = Fields::new(rest);
     let kind = fields.next("kind")?;
 
     let line = if let Ok(action) = kind.parse::<Action>() {
@@ -435,16 +435,34 @@ fn parse_rest(rest: &str) -> Result<LineKind, ParseError> {
     Ok(line)
 }
 
-/// The space-separated fields of a line, naming the one that is missing.
-struct Fields<'a>(std::str::Split<'a, char>);
+/// The fields of a line, split on single spaces, naming the one that is missing.
+///
+/// Splitting on bytes with `memchr` keeps replay of long histories fast; a space is ASCII, so
+/// every split point is a character boundary.
+struct Fields<'a>(Option<&'a str>);
 
 impl<'a> Fields<'a> {
+    fn new(text: &'a str) -> Self {
+        Self(Some(text))
+    }
+
+    fn split(&mut self) -> Option<&'a str> {
+        let rest = self.0?;
+        if let Some(space) = memchr::memchr(b' ', rest.as_bytes()) {
+            self.0 = Some(&rest[space + 1..]);
+            Some(&rest[..space])
+        } else {
+            self.0 = None;
+            Some(rest)
+        }
+    }
+
     fn next(&mut self, field: &'static str) -> Result<&'a str, ParseError> {
-        self.0.next().ok_or(ParseError::MissingField { field })
+        self.split().ok_or(ParseError::MissingField { field })
     }
 
     fn finish(mut self) -> Result<(), ParseError> {
-        match self.0.next() {
+        match self.split() {
             Some(text) => Err(ParseError::ExtraField { text: quote(text) }),
             None => Ok(()),
         }
@@ -452,8 +470,8 @@ impl<'a> Fields<'a> {
 }
 
 fn parse_package(text: &str) -> Result<PackageRef, ParseError> {
-    let (name, arch) = match text.split_once(':') {
-        Some((name, arch)) => (name, Some(arch)),
+    let (name, arch) = match memchr::memchr(b':', text.as_bytes()) {
+        Some(colon) => (&text[..colon], Some(&text[colon + 1..])),
         None => (text, None),
     };
 
@@ -486,8 +504,8 @@ fn parse_version(text: &str, field: &'static str) -> Result<Option<String>, Pars
     if text == NO_VERSION {
         return Ok(None);
     }
-    match Version::parse(text) {
-        Ok(_) => Ok(Some(text.to_owned())),
+    match Version::validate(text) {
+        Ok(()) => Ok(Some(text.to_owned())),
         Err(source) => Err(ParseError::BadVersion {
             field,
             text: quote(text),

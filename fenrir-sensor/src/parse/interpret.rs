@@ -8,7 +8,7 @@ use std::path::Path;
 
 use tracing::{debug, warn};
 
-use super::dpkg::parse_line;
+use super::dpkg::{parse_line, LogLine, ParseError};
 use super::transaction::Transactions;
 use super::PackageChange;
 
@@ -49,8 +49,19 @@ impl LogInterpreter {
 
     /// Reads one line; `path` and `line_no` only label diagnostics.
     pub fn line(&mut self, bytes: &[u8], path: &Path, line_no: u64) -> Vec<PackageChange> {
+        self.parsed(parse_line(bytes), bytes, path, line_no)
+    }
+
+    /// Takes one line already parsed with [`parse_line`], so parsing can run on another thread.
+    pub fn parsed(
+        &mut self,
+        parsed: Result<LogLine, ParseError>,
+        bytes: &[u8],
+        path: &Path,
+        line_no: u64,
+    ) -> Vec<PackageChange> {
         self.stats.lines += 1;
-        let parsed = match parse_line(bytes) {
+        let parsed = match parsed {
             Ok(parsed) => parsed,
             Err(err) => {
                 self.stats.malformed += 1;
@@ -58,7 +69,11 @@ impl LogInterpreter {
                 return Vec::new();
             }
         };
-        let raw = String::from_utf8_lossy(bytes);
+        // A line that parsed is valid UTF-8 except in a conffile path, which decides nothing.
+        let raw = match std::str::from_utf8(bytes) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(bytes),
+        };
         let changes = self.transactions.feed(&parsed, &raw);
         self.stats.changes += changes.len() as u64;
         changes

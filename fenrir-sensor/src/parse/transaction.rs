@@ -139,7 +139,7 @@ impl Transactions {
 
         // A new action decides the package's fate afresh, whatever an earlier one left behind.
         let key = key_of(package);
-        self.pending.remove(&key);
+        self.pending.remove(key.as_ref());
         if let (Action::Install | Action::Upgrade, Some(new)) = (action, new_version) {
             let pending = Pending {
                 package: package.clone(),
@@ -150,7 +150,7 @@ impl Transactions {
                 timestamp: seen.timestamp,
                 raw_line: seen.raw.to_owned(),
             };
-            self.pending.insert(key, pending);
+            self.pending.insert(key.into_owned(), pending);
         }
 
         Some(PackageChange {
@@ -226,9 +226,13 @@ impl Transactions {
     /// Finds the pending entry a status line speaks of. A log whose dpkg was upgraded across
     /// 1.16.2 names a package without and then with its architecture.
     fn find_key(&self, package: &PackageRef) -> Option<String> {
+        // Most lines of a long history speak of packages nothing waits for.
+        if self.pending.is_empty() {
+            return None;
+        }
         let key = key_of(package);
-        if self.pending.contains_key(&key) {
-            return Some(key);
+        if self.pending.contains_key(key.as_ref()) {
+            return Some(key.into_owned());
         }
         let bare = &package.name;
         (package.arch.is_some() && self.pending.contains_key(bare)).then(|| bare.clone())
@@ -272,8 +276,11 @@ impl Pending {
     }
 }
 
-fn key_of(package: &PackageRef) -> String {
-    package.to_string()
+fn key_of(package: &PackageRef) -> std::borrow::Cow<'_, str> {
+    match &package.arch {
+        Some(arch) => std::borrow::Cow::Owned(format!("{}:{arch}", package.name)),
+        None => std::borrow::Cow::Borrowed(&package.name),
+    }
 }
 
 /// Stores a log timestamp as dpkg writes it, so checkpoints stay readable.

@@ -68,29 +68,7 @@ impl Version {
     /// Returns a [`VersionError`] for an empty string or part, a bad epoch, or any character
     /// outside policy's set, which includes every whitespace, control and non-ASCII character.
     pub fn parse(text: &str) -> Result<Self, VersionError> {
-        if text.is_empty() {
-            return Err(VersionError::Empty);
-        }
-
-        let (epoch, rest) = match text.split_once(':') {
-            Some((epoch, rest)) => (parse_epoch(epoch)?, rest),
-            None => (0, text),
-        };
-
-        let (upstream, revision) = match rest.rsplit_once('-') {
-            Some((_, "")) => return Err(VersionError::EmptyRevision),
-            Some((upstream, revision)) => (upstream, revision),
-            None => (rest, ""),
-        };
-        if upstream.is_empty() {
-            return Err(VersionError::EmptyUpstream);
-        }
-
-        check_chars(upstream, "upstream", |c| {
-            matches!(c, '.' | '+' | '~' | '-' | ':')
-        })?;
-        check_chars(revision, "revision", |c| matches!(c, '.' | '+' | '~'))?;
-
+        let (epoch, upstream, revision) = split(text)?;
         Ok(Self {
             epoch,
             upstream: upstream.to_owned(),
@@ -98,6 +76,43 @@ impl Version {
         })
     }
 
+    /// Checks that `text` is a valid version without keeping its parts.
+    ///
+    /// The parser calls this for every version of every line, so it allocates nothing.
+    pub fn validate(text: &str) -> Result<(), VersionError> {
+        split(text).map(|_| ())
+    }
+}
+
+/// Splits a version into epoch, upstream and revision, checking every character.
+fn split(text: &str) -> Result<(u32, &str, &str), VersionError> {
+    if text.is_empty() {
+        return Err(VersionError::Empty);
+    }
+
+    // ':' and '-' are ASCII, so the byte positions memchr finds are character boundaries.
+    let (epoch, rest) = match memchr::memchr(b':', text.as_bytes()) {
+        Some(colon) => (parse_epoch(&text[..colon])?, &text[colon + 1..]),
+        None => (0, text),
+    };
+
+    let (upstream, revision) = match memchr::memrchr(b'-', rest.as_bytes()) {
+        Some(dash) if dash + 1 == rest.len() => return Err(VersionError::EmptyRevision),
+        Some(dash) => (&rest[..dash], &rest[dash + 1..]),
+        None => (rest, ""),
+    };
+    if upstream.is_empty() {
+        return Err(VersionError::EmptyUpstream);
+    }
+
+    check_chars(upstream, "upstream", |c| {
+        matches!(c, '.' | '+' | '~' | '-' | ':')
+    })?;
+    check_chars(revision, "revision", |c| matches!(c, '.' | '+' | '~'))?;
+    Ok((epoch, upstream, revision))
+}
+
+impl Version {
     /// Returns the epoch, 0 when none was written.
     #[must_use]
     pub fn epoch(&self) -> u32 {
@@ -137,9 +152,14 @@ fn check_chars(
     part: &'static str,
     also_allowed: impl Fn(char) -> bool,
 ) -> Result<(), VersionError> {
-    match text
-        .chars()
-        .find(|&c| !c.is_ascii_alphanumeric() && !also_allowed(c))
+    // Every allowed character is ASCII, so a byte scan finds the first bad one; only then is
+    // the character there decoded for the message.
+    let bad = text
+        .bytes()
+        .position(|b| !(b.is_ascii_alphanumeric() || b.is_ascii() && also_allowed(char::from(b))));
+    match bad
+        .and_then(|index| text.get(index..))
+        .and_then(|tail| tail.chars().next())
     {
         Some(c) => Err(VersionError::BadCharacter {
             part,
