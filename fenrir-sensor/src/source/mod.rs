@@ -1,1 +1,2 @@
 //! The source stage.
+pub mod exec;
