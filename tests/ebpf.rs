@@ -390,6 +390,60 @@ fn unrelated_exec_burst_leaves_no_record() {
 }
 
 #[test]
+fn scripts_count_by_interpreter_and_path_and_a_fake_comm_does_not() {
+    let Some(_kernel) = privileged() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write_script = |name: &str, body: &str| {
+        let path = dir.path().join(name);
+        fs::write(&path, body).expect("write script");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod script");
+        path
+    };
+    let script = write_script("pm-probe", "#!/bin/sh\n/bin/true --fenrir-script-marker\n");
+    let decoy = write_script("decoy", "#!/bin/sh\n/bin/true --fenrir-decoy\n");
+    // Same comm as the real dpkg, different file.
+    let fake = dir.path().join("dpkg");
+    std::os::unix::fs::symlink("/bin/true", &fake).expect("symlink");
+
+    let mut config = TracerConfig::default();
+    config.executables.push(script.clone());
+    let mut tracer = ExecTracer::load(&config).expect("the kernel program loads as root");
+
+    run(&mut Command::new(&decoy));
+    run(Command::new(&fake).arg("--fenrir-fake-dpkg"));
+    run(&mut Command::new(&script));
+    let records = collect_until(&mut tracer, Duration::from_secs(5), |records| {
+        execs(records).any(|exec| exec.argv.iter().any(|a| a == "--fenrir-script-marker"))
+    });
+
+    let probe = execs(&records)
+        .find(|exec| exec.filename == script.to_string_lossy())
+        .unwrap_or_else(|| panic!("no record of the tracked script: {records:#?}"));
+    assert!(probe.is_package_manager);
+    assert_eq!(
+        probe.argv,
+        ["/bin/sh".to_owned(), script.to_string_lossy().into_owned()]
+    );
+    let marker = execs(&records)
+        .find(|exec| exec.argv.iter().any(|a| a == "--fenrir-script-marker"))
+        .expect("marker record");
+    assert_eq!(marker.tracked_root, probe.tgid);
+
+    let leaked: Vec<_> = execs(&records)
+        .filter(|exec| {
+            exec.argv
+                .iter()
+                .any(|a| a == "--fenrir-decoy" || a == "--fenrir-fake-dpkg")
+                || exec.filename == decoy.to_string_lossy()
+        })
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "decoy or fake dpkg recorded: {leaked:#?}"
+    );
+}
+
+#[test]
 fn build_without_object_is_a_typed_error() {
     let error = ExecTracer::load_object(&[], &TracerConfig::default())
         .expect_err("an empty object does not load");

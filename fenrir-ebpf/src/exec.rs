@@ -1,6 +1,7 @@
 //! The exec hook: records execs of package managers and of their descendants.
 //!
-//! In: `sched_process_exec` (task, old pid, `linux_binprm`); `TRACKED_EXES`, `TRACKED_TGIDS`.
+//! In: `sched_process_exec` (task, old pid, `linux_binprm`); `TRACKED_EXES`,
+//! `TRACKED_SCRIPTS`, `TRACKED_TGIDS`.
 //! Out: one [`ExecRecord`] per exec of a tracked binary or by a tracked thread group.
 //! State: an exec of a tracked binary adds its thread group to `TRACKED_TGIDS`.
 
@@ -14,14 +15,15 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use fenrir_common::{
     Ancestor, ExecRecord, RecordHeader, RecordKind, ANCESTRY_MAX, ARGV_LEN, AUDIT_UNSET,
-    FILENAME_LEN, FLAG_ANCESTRY_TRUNCATED, FLAG_ARGV_TRUNCATED, FLAG_FILENAME_TRUNCATED,
-    FLAG_PARTIAL, FLAG_TRACKED_BINARY,
+    EXE_PACKAGE_MANAGER, EXE_SCRIPT_INTERPRETER, FILENAME_LEN, FLAG_ANCESTRY_TRUNCATED,
+    FLAG_ARGV_TRUNCATED, FLAG_FILENAME_TRUNCATED, FLAG_PARTIAL, FLAG_TRACKED_BINARY,
+    SCRIPT_PATH_LEN,
 };
 
 use crate::{
     count_drop,
     kernel::{executable_key, offset, read, read_pointer, read_str, read_user_bytes, ReadError},
-    EVENTS, TRACKED_EXES, TRACKED_TGIDS,
+    EVENTS, SCRIPT_SCRATCH, TRACKED_EXES, TRACKED_SCRIPTS, TRACKED_TGIDS,
 };
 
 /// Runs after a successful exec, in the context of the task that exec'd.
@@ -52,7 +54,13 @@ fn try_sched_process_exec(ctx: &BtfTracePointContext) -> Result<(), ReadError> {
 
     let file = read_pointer(bprm, offset!(binprm_file))?;
     let key = executable_key(file)?;
-    let is_tracked_binary = TRACKED_EXES.get_ptr(&key).is_some();
+    let exe_flags = match TRACKED_EXES.get_ptr(&key) {
+        // SAFETY: the pointer comes from a successful lookup and the value is a plain u32.
+        Some(flags) => unsafe { *flags },
+        None => 0,
+    };
+    let is_tracked_binary = exe_flags & EXE_PACKAGE_MANAGER != 0
+        || (exe_flags & EXE_SCRIPT_INTERPRETER != 0 && is_tracked_script(bprm));
 
     // The common case, an exec outside any package-manager run, ends here.
     let root = match TRACKED_TGIDS.get_ptr(&tgid) {
@@ -132,6 +140,24 @@ fn try_sched_process_exec(ctx: &BtfTracePointContext) -> Result<(), ReadError> {
     entry.submit(wakeup);
 
     Ok(())
+}
+
+/// Returns whether the path being exec'd is a tracked package-manager script.
+fn is_tracked_script(bprm: *const u8) -> bool {
+    let Some(scratch) = SCRIPT_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's slot, used by no other program run while this one runs.
+    let scratch = unsafe { &mut *scratch };
+
+    // The key compares all 128 bytes: clear what the previous exec on this CPU left.
+    scratch.bytes = [0; SCRIPT_PATH_LEN];
+    let Ok(filename) = read_pointer(bprm, offset!(binprm_filename)) else {
+        return false;
+    };
+    read_str(filename, &mut scratch.bytes);
+
+    TRACKED_SCRIPTS.get_ptr(&*scratch).is_some()
 }
 
 /// Fills identity, credentials, audit and terminal fields from the task.

@@ -20,7 +20,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use fenrir_common::{ExecutableKey, KernelOffsets};
+use fenrir_common::{ExecutableKey, KernelOffsets, ScriptPath};
 
 /// Records for userspace. 4 MiB hold about 3,000 exec records: a large `apt upgrade` between
 /// two drains of userspace.
@@ -31,9 +31,19 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 #[map]
 static DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Package-manager executables by (device, inode); the value is unused.
+/// Package-manager executables and the interpreters of package-manager scripts by (device,
+/// inode); the value holds `EXE_*` bits.
 #[map]
 static TRACKED_EXES: HashMap<ExecutableKey, u32> = HashMap::with_max_entries(1024, 0);
+
+/// Paths of package-manager scripts, checked only when an interpreter in `TRACKED_EXES` runs.
+#[map]
+static TRACKED_SCRIPTS: HashMap<ScriptPath, u32> = HashMap::with_max_entries(256, 0);
+
+/// Per-CPU room for a `TRACKED_SCRIPTS` key: 128 bytes are too many for the 512-byte stack
+/// next to everything else the exec hook holds.
+#[map]
+static SCRIPT_SCRATCH: PerCpuArray<ScriptPath> = PerCpuArray::with_max_entries(1, 0);
 
 /// Thread groups inside a package-manager run, mapped to the tgid of the package manager
 /// that started it. LRU so that an exit the program missed can never fill it up.

@@ -31,6 +31,17 @@ pub const TTY_NAME_LEN: usize = 64;
 /// Value of `loginuid` and `sessionid` when no login set them (`AUDIT_UID_UNSET`).
 pub const AUDIT_UNSET: u32 = u32::MAX;
 
+/// Bytes of a tracked script's path as the kernel compares it, NUL padding included; longer
+/// paths cannot be tracked.
+pub const SCRIPT_PATH_LEN: usize = 128;
+
+/// `TRACKED_EXES` value bit: the file is a package manager.
+pub const EXE_PACKAGE_MANAGER: u32 = 1;
+
+/// `TRACKED_EXES` value bit: the file interprets a package-manager script, so the exec'd path
+/// decides (`TRACKED_SCRIPTS`).
+pub const EXE_SCRIPT_INTERPRETER: u32 = 1 << 1;
+
 /// Name of the global holding [`KernelOffsets`] in the kernel object.
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 
@@ -195,6 +206,31 @@ impl ExecutableKey {
     }
 }
 
+/// Path of a package-manager script (`#!` file), NUL-padded: the `TRACKED_SCRIPTS` key.
+///
+/// By the time the exec tracepoint fires the kernel has swapped the script's file for its
+/// interpreter's, so scripts are recognised by the interpreter's inode plus this path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ScriptPath {
+    /// The path bytes followed by NULs.
+    pub bytes: [u8; SCRIPT_PATH_LEN],
+}
+
+impl ScriptPath {
+    /// Builds a key from a path, or `None` when it does not fit with its terminating NUL.
+    #[must_use]
+    pub fn new(path: &[u8]) -> Option<Self> {
+        if path.len() >= SCRIPT_PATH_LEN || path.contains(&0) {
+            return None;
+        }
+
+        let mut bytes = [0; SCRIPT_PATH_LEN];
+        bytes[..path.len()].copy_from_slice(path);
+        Some(Self { bytes })
+    }
+}
+
 /// Byte offsets of the kernel structure fields the program reads.
 ///
 /// Userspace fills this from the running kernel's BTF; the defaults compiled into the kernel
@@ -290,7 +326,7 @@ impl KernelOffsets {
 
 #[cfg(feature = "user")]
 mod user {
-    use super::{ExecRecord, ExecutableKey, ExitRecord, KernelOffsets};
+    use super::{ExecRecord, ExecutableKey, ExitRecord, KernelOffsets, ScriptPath};
 
     // SAFETY: every type is `#[repr(C)]`, made only of integers and byte arrays, with explicit
     // `reserved` fields instead of implicit padding, so any bit pattern is a valid value.
@@ -301,6 +337,8 @@ mod user {
     unsafe impl aya::Pod for ExecRecord {}
     // SAFETY: as above.
     unsafe impl aya::Pod for ExitRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ScriptPath {}
 }
 
 #[cfg(test)]
@@ -334,6 +372,15 @@ mod tests {
         assert_eq!(RecordKind::from_code(2), Some(RecordKind::Exit));
         assert_eq!(RecordKind::from_code(0), None);
         assert_eq!(RecordKind::Exit as u32, 2);
+    }
+
+    #[test]
+    fn script_path_refuses_paths_it_cannot_hold() {
+        let key = super::ScriptPath::new(b"/usr/bin/unattended-upgrade").expect("fits");
+        assert_eq!(&key.bytes[..27], b"/usr/bin/unattended-upgrade");
+        assert!(key.bytes[27..].iter().all(|&b| b == 0));
+        assert!(super::ScriptPath::new(&[b'a'; super::SCRIPT_PATH_LEN]).is_none());
+        assert!(super::ScriptPath::new(b"a\0b").is_none());
     }
 
     #[test]

@@ -8,7 +8,10 @@
 
 use std::{
     io,
-    os::fd::{AsFd, AsRawFd, OwnedFd},
+    os::{
+        fd::{AsFd, AsRawFd, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -19,7 +22,10 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use aya_log::EbpfLogger;
-use fenrir_common::{ExecutableKey, KernelOffsets, OFFSETS_GLOBAL};
+use fenrir_common::{
+    ExecutableKey, KernelOffsets, ScriptPath, EXE_PACKAGE_MANAGER, EXE_SCRIPT_INTERPRETER,
+    OFFSETS_GLOBAL,
+};
 use tokio::io::{unix::AsyncFd, Interest};
 
 use super::{
@@ -165,8 +171,11 @@ pub fn default_executables() -> Vec<PathBuf> {
 pub struct TrackedExecutable {
     /// The path it was found at.
     pub path: PathBuf,
-    /// Its (device, inode) key.
+    /// The (device, inode) key the kernel matches: the file's own, or its interpreter's for a
+    /// script.
     pub key: ExecutableKey,
+    /// For a `#!` script, the interpreter it names; the kernel then also matches the path.
+    pub interpreter: Option<PathBuf>,
 }
 
 /// Returns the kernel's identity of the file at `path` (symlinks followed).
@@ -454,18 +463,61 @@ fn log_decode_error(error: &DecodeError) {
     tracing::error!(%error, "skipping undecodable kernel record");
 }
 
+/// Returns the interpreter a `#!` file names, `None` for any other file.
+fn script_interpreter(path: &Path) -> Option<PathBuf> {
+    use std::io::Read as _;
+
+    let mut head = [0; 256];
+    let len = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
+    let line = head[..len].strip_prefix(b"#!")?;
+    let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len())];
+    let interpreter = line
+        .split(u8::is_ascii_whitespace)
+        .find(|word| !word.is_empty())?;
+
+    Some(PathBuf::from(std::ffi::OsStr::from_bytes(interpreter)))
+}
+
+/// Paths the kernel may see for one script: as configured, with symlinks resolved, and in the
+/// `/bin` or `/sbin` spelling where that leads to the same file (merged-usr systems).
+fn script_spellings(path: &Path) -> Vec<PathBuf> {
+    let mut spellings = vec![path.to_path_buf()];
+
+    if let Ok(canonical) = std::fs::canonicalize(path) {
+        if let Some(name) = canonical.file_name() {
+            for alias in ["/bin", "/sbin", "/usr/bin", "/usr/sbin"] {
+                let alias = Path::new(alias).join(name);
+                if std::fs::canonicalize(&alias).is_ok_and(|resolved| resolved == canonical) {
+                    spellings.push(alias);
+                }
+            }
+        }
+        spellings.push(canonical);
+    }
+
+    spellings.sort();
+    spellings.dedup();
+    spellings
+}
+
+fn map_error(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> LoadError {
+    move |source| LoadError::Map { name, source }
+}
+
 fn fill_tracked_executables(
     ebpf: &mut Ebpf,
     executables: &[PathBuf],
 ) -> Result<Vec<TrackedExecutable>, LoadError> {
-    let map = ebpf.map_mut("TRACKED_EXES").ok_or(LoadError::Missing {
-        name: "TRACKED_EXES",
-    })?;
-    let mut map: HashMap<_, ExecutableKey, u32> =
-        HashMap::try_from(map).map_err(|source| LoadError::Map {
-            name: "TRACKED_EXES",
-            source,
-        })?;
+    let [Some(exes), Some(scripts)] = ebpf.maps_disjoint_mut(["TRACKED_EXES", "TRACKED_SCRIPTS"])
+    else {
+        return Err(LoadError::Missing {
+            name: "TRACKED_EXES or TRACKED_SCRIPTS",
+        });
+    };
+    let mut exes: HashMap<_, ExecutableKey, u32> =
+        HashMap::try_from(exes).map_err(map_error("TRACKED_EXES"))?;
+    let mut scripts: HashMap<_, ScriptPath, u32> =
+        HashMap::try_from(scripts).map_err(map_error("TRACKED_SCRIPTS"))?;
     let mut tracked = Vec::new();
 
     for path in executables {
@@ -477,13 +529,43 @@ fn fill_tracked_executables(
             }
         };
 
-        map.insert(key, 1, 0).map_err(|source| LoadError::Map {
-            name: "TRACKED_EXES",
-            source,
-        })?;
+        // The kernel sees a script's interpreter, not the script: mark the interpreter and
+        // let the exec'd path decide.
+        let (key, interpreter) = match script_interpreter(path) {
+            Some(interpreter) => match executable_key(&interpreter) {
+                Ok(interpreter_key) => (interpreter_key, Some(interpreter)),
+                Err(error) => {
+                    let interpreter = interpreter.display();
+                    tracing::warn!(path = %path.display(), %interpreter, %error,
+                        "package-manager script has no usable interpreter");
+                    continue;
+                }
+            },
+            None => (key, None),
+        };
+
+        let bit = if interpreter.is_some() {
+            for spelling in script_spellings(path) {
+                let Some(script) = ScriptPath::new(spelling.as_os_str().as_bytes()) else {
+                    tracing::warn!(path = %spelling.display(), "script path too long to track");
+                    continue;
+                };
+                scripts
+                    .insert(script, 1, 0)
+                    .map_err(map_error("TRACKED_SCRIPTS"))?;
+            }
+            EXE_SCRIPT_INTERPRETER
+        } else {
+            EXE_PACKAGE_MANAGER
+        };
+        let previous = exes.get(&key, 0).unwrap_or(0);
+        exes.insert(key, previous | bit, 0)
+            .map_err(map_error("TRACKED_EXES"))?;
+
         tracked.push(TrackedExecutable {
             path: path.clone(),
             key,
+            interpreter,
         });
     }
 
@@ -514,6 +596,28 @@ mod tests {
             .expect_err("garbage cannot load");
 
         assert!(matches!(error, LoadError::Load(_)), "{error:?}");
+    }
+
+    #[test]
+    fn script_interpreter_reads_the_shebang_and_ignores_binaries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = dir.path().join("upgrade");
+        std::fs::write(&script, b"#! /usr/bin/python3 -E\nprint()\n").expect("write");
+        let env_script = dir.path().join("env-upgrade");
+        std::fs::write(&env_script, b"#!/usr/bin/env python3\n").expect("write");
+
+        assert_eq!(
+            super::script_interpreter(&script),
+            Some("/usr/bin/python3".into())
+        );
+        assert_eq!(
+            super::script_interpreter(&env_script),
+            Some("/usr/bin/env".into())
+        );
+        assert_eq!(
+            super::script_interpreter(std::path::Path::new("/bin/true")),
+            None
+        );
     }
 
     #[test]
