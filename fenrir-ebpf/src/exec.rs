@@ -54,7 +54,7 @@ fn try_sched_process_exec(ctx: &BtfTracePointContext) -> Result<(), ReadError> {
 
     let file = read_pointer(bprm, offset!(binprm_file))?;
     let key = executable_key(file)?;
-    let exe_flags = match TRACKED_EXES.get_ptr(&key) {
+    let exe_flags = match TRACKED_EXES.get_ptr(key) {
         // SAFETY: the pointer comes from a successful lookup and the value is a plain u32.
         Some(flags) => unsafe { *flags },
         None => 0,
@@ -63,12 +63,12 @@ fn try_sched_process_exec(ctx: &BtfTracePointContext) -> Result<(), ReadError> {
         || (exe_flags & EXE_SCRIPT_INTERPRETER != 0 && is_tracked_script(bprm));
 
     // The common case, an exec outside any package-manager run, ends here.
-    let root = match TRACKED_TGIDS.get_ptr(&tgid) {
+    let root = match TRACKED_TGIDS.get_ptr(tgid) {
         // SAFETY: the pointer comes from a successful lookup and the value is a plain u32.
         Some(root) => unsafe { *root },
         None if is_tracked_binary => {
             // A failed insert only loses the descendants; the record below is still sent.
-            let _ = TRACKED_TGIDS.insert(&tgid, &tgid, 0);
+            let _ = TRACKED_TGIDS.insert(tgid, tgid, 0);
             tgid
         }
         None => return Ok(()),
@@ -102,12 +102,11 @@ fn try_sched_process_exec(ctx: &BtfTracePointContext) -> Result<(), ReadError> {
         flags |= FLAG_PARTIAL;
     }
 
-    record.filename_len = match read_pointer(bprm, offset!(binprm_filename)) {
-        Ok(filename) => read_str(filename, &mut record.filename) as u16,
-        Err(_) => {
-            flags |= FLAG_PARTIAL;
-            0
-        }
+    record.filename_len = if let Ok(filename) = read_pointer(bprm, offset!(binprm_filename)) {
+        read_str(filename, &mut record.filename) as u16
+    } else {
+        flags |= FLAG_PARTIAL;
+        0
     };
     if usize::from(record.filename_len) + 1 >= FILENAME_LEN {
         flags |= FLAG_FILENAME_TRUNCATED;
@@ -143,6 +142,10 @@ fn try_sched_process_exec(ctx: &BtfTracePointContext) -> Result<(), ReadError> {
 }
 
 /// Returns whether the path being exec'd is a tracked package-manager script.
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "passing the key by value would copy its 128 bytes onto the stack"
+)]
 fn is_tracked_script(bprm: *const u8) -> bool {
     let Some(scratch) = SCRIPT_SCRATCH.get_ptr_mut(0) else {
         return false;

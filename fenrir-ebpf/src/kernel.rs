@@ -1,6 +1,10 @@
 //! Reads of kernel memory at offsets userspace found in the running kernel's BTF.
 //!
 //! In: pointers to kernel structures and the `OFFSETS` global; out: field values. No state.
+#![expect(
+    clippy::inline_always,
+    reason = "each reader is a helper call and a check; a BPF-to-BPF call would cost more"
+)]
 
 use aya_ebpf::helpers::generated::{
     bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user,
@@ -66,12 +70,13 @@ pub fn read_str<const N: usize>(source: *const u8, dest: &mut [u8; N]) -> usize 
     let ret =
         unsafe { bpf_probe_read_kernel_str(dest.as_mut_ptr().cast(), N as u32, source.cast()) };
 
-    if ret <= 0 {
-        dest[0] = 0;
-        return 0;
+    match usize::try_from(ret) {
+        Ok(with_nul) if with_nul > 0 => (with_nul - 1).min(N),
+        _ => {
+            dest[0] = 0;
+            0
+        }
     }
-
-    (ret as usize - 1).min(N)
 }
 
 /// Copies `len` bytes (clamped to `N`) of user memory at `source` into `dest`.

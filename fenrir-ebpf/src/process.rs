@@ -32,7 +32,7 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
 fn try_sched_process_fork(ctx: &BtfTracePointContext) -> Result<(), ReadError> {
     let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
 
-    let Some(root) = TRACKED_TGIDS.get_ptr(&parent_tgid) else {
+    let Some(root) = TRACKED_TGIDS.get_ptr(parent_tgid) else {
         return Ok(());
     };
     // SAFETY: the pointer comes from a successful lookup and the value is a plain u32.
@@ -44,7 +44,7 @@ fn try_sched_process_fork(ctx: &BtfTracePointContext) -> Result<(), ReadError> {
     // A new thread joins a group that is tracked already.
     if child_tgid != parent_tgid {
         TRACKED_TGIDS
-            .insert(&child_tgid, &root, 0)
+            .insert(child_tgid, root, 0)
             .map_err(i64::from)?;
     }
 
@@ -65,7 +65,7 @@ fn try_sched_process_exit(ctx: &BtfTracePointContext) -> Result<(), ReadError> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
 
-    let Some(root) = TRACKED_TGIDS.get_ptr(&tgid) else {
+    let Some(root) = TRACKED_TGIDS.get_ptr(tgid) else {
         return Ok(());
     };
     // SAFETY: the pointer comes from a successful lookup and the value is a plain u32.
@@ -80,7 +80,7 @@ fn try_sched_process_exit(ctx: &BtfTracePointContext) -> Result<(), ReadError> {
         return Ok(());
     }
 
-    let _ = TRACKED_TGIDS.remove(&tgid);
+    let _ = TRACKED_TGIDS.remove(tgid);
 
     let Some(mut entry) = EVENTS.reserve::<ExitRecord>(0) else {
         count_drop();
