@@ -153,6 +153,10 @@ fn is_tracked_script(bprm: *const u8) -> bool {
     // SAFETY: this CPU's slot, used by no other program run while this one runs.
     let scratch = unsafe { &mut *scratch };
 
+    // TODO: a script started by a relative path (`./unattended-upgrade`) or as an argument
+    // (`python3 /usr/bin/unattended-upgrade`) is not recognised here; its run is then only
+    // seen from the dpkg or apt binaries it starts.
+
     // The key compares all 128 bytes: clear what the previous exec on this CPU left.
     scratch.bytes = [0; SCRIPT_PATH_LEN];
     let Ok(filename) = read_pointer(bprm, offset!(binprm_filename)) else {
