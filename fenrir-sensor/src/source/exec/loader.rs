@@ -108,6 +108,9 @@ pub enum LoadError {
     /// The ring buffer could not be registered with the async runtime.
     #[error("failed to watch the kernel ring buffer")]
     Watch(#[source] io::Error),
+    /// A program's run statistics could not be read from `/proc/self/fdinfo`.
+    #[error("failed to read program statistics")]
+    Stats(#[source] io::Error),
 }
 
 impl LoadError {
@@ -444,7 +447,7 @@ impl ExecTracer {
             .map_err(|source| LoadError::Attach { name, source })?;
         let raw = fd.as_fd().as_raw_fd();
         let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{raw}"))
-            .map_err(LoadError::Watch)?;
+            .map_err(LoadError::Stats)?;
 
         let field = |key: &str| {
             info.lines()
