@@ -3,6 +3,7 @@
 //! Every command installs what it needs first (Debian packages, toolchain parts), idempotently,
 //! so a fresh machine needs nothing but the repository.
 
+mod ebpf;
 mod setup;
 
 use std::os::unix::fs::MetadataExt;
@@ -33,6 +34,9 @@ enum Task {
     Test,
     /// Print the benchmark figures: append-to-event latency, replay throughput, memory
     Bench,
+    /// Build the kernel program and print the path of its object
+    #[command(hide = true)]
+    BuildEbpf,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +46,10 @@ fn main() -> anyhow::Result<()> {
         Task::Run { args } => run_sensor(&root, &args),
         Task::Test => test(&root),
         Task::Bench => bench(&root),
+        Task::BuildEbpf => {
+            println!("{}", ebpf::build_ebpf(&root)?.display());
+            Ok(())
+        }
     }
 }
 
@@ -54,111 +62,104 @@ fn workspace_root() -> anyhow::Result<PathBuf> {
 }
 
 /// Runs a command in the workspace root and fails with its name when it fails.
-pub(crate) fn run_checked(root: &Path, program: &str, args: &[&str]) -> anyhow::Result<()> {
-    println!("xtask: {program} {}", args.join(" "));
-    let status = Command::new(program)
-        .args(args)
-        .current_dir(root)
+pub(crate) fn run_checked(command: &mut Command) -> anyhow::Result<()> {
+    let shown = format!("{command:?}").replace('"', "");
+    println!("xtask: {shown}");
+    let status = command
         .status()
-        .with_context(|| format!("failed to start {program}"))?;
+        .with_context(|| format!("failed to start {shown}"))?;
     if !status.success() {
-        bail!("`{program} {}` failed with {status}", args.join(" "));
+        bail!("`{shown}` failed with {status}");
     }
     Ok(())
 }
 
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+/// A cargo command in the workspace root that embeds the kernel program at `object`.
+fn cargo(root: &Path, object: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    command
+        .args(args)
+        .current_dir(root)
+        .env("FENRIR_EBPF_OBJECT", object);
+    command
 }
 
 fn run_sensor(root: &Path, args: &[String]) -> anyhow::Result<()> {
     setup::ensure_packages(setup::RUN_PACKAGES)?;
-    run_checked(
+    let object = ebpf::build_ebpf(root)?;
+    run_checked(&mut cargo(
         root,
-        &cargo(),
+        &object,
         &["build", "--release", "-p", "fenrir-sensor"],
-    )?;
+    ))?;
 
-    let binary = root.join("target/release/fenrir-sensor");
     if !is_root() {
         eprintln!("xtask: not root: the kernel tracer and /var/lib/fenrir need root");
     }
-    let mut command = Command::new(&binary);
-    command.arg("run").args(args);
-    println!("xtask: {} run {}", binary.display(), args.join(" "));
-    let status = command
-        .status()
-        .with_context(|| format!("failed to start {}", binary.display()))?;
-    if !status.success() {
-        bail!("fenrir-sensor exited with {status}");
-    }
-    Ok(())
+    let binary = root.join("target/release/fenrir-sensor");
+    run_checked(Command::new(&binary).arg("run").args(args))
 }
 
 fn test(root: &Path) -> anyhow::Result<()> {
     setup::ensure_packages(setup::TEST_PACKAGES)?;
-    let cargo = cargo();
+    let object = ebpf::build_ebpf(root)?;
 
-    run_checked(root, &cargo, &["fmt", "--all", "--", "--check"])?;
-    run_checked(
+    run_checked(&mut cargo(
         root,
-        &cargo,
-        &[
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--locked",
-            "--",
-            "-D",
-            "warnings",
-        ],
-    )?;
+        &object,
+        &["fmt", "--all", "--", "--check"],
+    ))?;
+    let lint = [
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ];
+    run_checked(&mut cargo(root, &object, &lint))?;
+    ebpf::lint_ebpf(root)?;
 
     // The end-to-end tests drive the real binary, so it must exist before they start.
-    run_checked(root, &cargo, &["build", "--locked", "-p", "fenrir-sensor"])?;
+    run_checked(&mut cargo(
+        root,
+        &object,
+        &["build", "--locked", "-p", "fenrir-sensor"],
+    ))?;
     if !is_root() {
         eprintln!("xtask: not root: privileged tests will print `skipping:` lines");
     }
-    run_checked(
+    run_checked(&mut cargo(
         root,
-        &cargo,
+        &object,
         &["test", "--workspace", "--locked", "--no-fail-fast"],
-    )?;
+    ))?;
 
-    let status = Command::new(&cargo)
-        .args(["doc", "--workspace", "--no-deps", "--locked"])
-        .env("RUSTDOCFLAGS", "-D warnings")
-        .current_dir(root)
-        .status()
-        .context("failed to start cargo doc")?;
-    if !status.success() {
-        bail!("cargo doc failed with {status}");
-    }
+    let mut doc = cargo(
+        root,
+        &object,
+        &["doc", "--workspace", "--no-deps", "--locked"],
+    );
+    run_checked(doc.env("RUSTDOCFLAGS", "-D warnings"))?;
     println!("xtask: every check passed");
     Ok(())
 }
 
 fn bench(root: &Path) -> anyhow::Result<()> {
     setup::ensure_packages(setup::TEST_PACKAGES)?;
-    run_checked(
-        root,
-        &cargo(),
-        &["build", "--release", "--locked", "-p", "fenrir-sensor"],
-    )?;
-    run_checked(
-        root,
-        &cargo(),
-        &[
-            "run",
-            "--release",
-            "--locked",
-            "-p",
-            "fenrir-tests",
-            "--bin",
-            "fenrir-bench",
-            "--",
-        ],
-    )
+    let object = ebpf::build_ebpf(root)?;
+    let build = [
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "fenrir-sensor",
+        "-p",
+        "fenrir-tests",
+    ];
+    run_checked(&mut cargo(root, &object, &build))?;
+    run_checked(&mut Command::new(root.join("target/release/fenrir-bench")))
 }
 
 /// Whether this process runs as root: `/proc/self` is owned by the effective uid.

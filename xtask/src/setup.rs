@@ -18,6 +18,11 @@ pub const TEST_PACKAGES: &[&str] = &[
     "systemd", // gzip builds rotated `.gz` logs for replay tests.
     "gzip",    // python3 takes an fcntl lock the way dpkg does in the lock tests.
     "python3",
+    // bpftool dumps the kernel's types so a test can check the offsets read from BTF.
+    "bpftool",
+    // gcc compiles that test's offsetof program; setpriv (util-linux) changes users in tests.
+    "gcc",
+    "util-linux",
 ];
 
 /// Installs the packages of `packages` that are missing, with one `apt-get update` at most.

@@ -1,9 +1,11 @@
 //! The source stage: where Fenrir learns that something changed.
 //!
 //! [`tail`] follows dpkg.log through rotations and truncations, [`checkpoint`] remembers how
-//! far it got across restarts, and [`lock`] tells whether a package manager still holds the
-//! dpkg database, which is how the end of a dpkg run is known.
+//! far it got across restarts, [`lock`] tells whether a package manager still holds the dpkg
+//! database, which is how the end of a dpkg run is known, and [`exec`] streams the kernel's
+//! record of who ran a package manager and what it ran.
 
 pub mod checkpoint;
+pub mod exec;
 pub mod lock;
 pub mod tail;
