@@ -3,11 +3,13 @@
 //! The modules follow the data's path through the sensor:
 //!
 //! ```text
-//! source (dpkg.log tail) → parse (lines → package changes) → event → sink (JSON, journald)
+//! source (dpkg.log tail, kernel execs) → parse (lines → package changes)
+//!     → attribute (line → actor) → event → sink (JSON, journald)
 //! ```
 //!
 //! `main.rs` only wires these stages together; every decision lives in them.
 
+pub mod attribute;
 pub mod config;
 pub mod event;
 pub mod parse;

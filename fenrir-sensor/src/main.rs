@@ -145,9 +145,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => {
             args.apply(&mut config);
             let host = config.host.clone().map_or_else(system_host, Ok)?;
-            if config.ebpf.enabled {
-                warn!("this build carries no kernel exec tracer; events have no actor");
-            }
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

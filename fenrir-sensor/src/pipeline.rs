@@ -19,6 +19,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
+use crate::attribute::Attributor;
 use crate::config::Config;
 use crate::event::Event;
 use crate::parse::interpret::LogInterpreter;
@@ -28,6 +29,7 @@ use crate::sink::journald::JournaldSink;
 use crate::sink::json::JsonSink;
 use crate::sink::Sink;
 use crate::source::checkpoint::{Checkpoint, CheckpointStore};
+use crate::source::exec::{ExecTracer, LoadError, TracerConfig};
 use crate::source::lock::{dpkg_lock_state, LockState};
 use crate::source::tail::{Line, Position, StartAt, TailNotice, TailOptions, Tailer};
 
@@ -75,6 +77,10 @@ fn build_sinks(config: &Config) -> Vec<Box<dyn Sink>> {
 /// The pipeline's state between wake-ups.
 struct Pipeline {
     tailer: Tailer,
+    /// The kernel exec stream and what it says about the followed log; absent in log-only mode.
+    kernel: Option<(ExecTracer, Attributor)>,
+    /// The kernel's drop counter when last looked at.
+    dropped: u64,
     interpreter: LogInterpreter,
     dispatcher: Dispatcher,
     store: CheckpointStore,
@@ -106,6 +112,8 @@ impl Pipeline {
                 if lines.is_empty() {
                     break;
                 }
+                // The writer's exec record reached the ring buffer before its first line did.
+                self.drain_kernel();
                 self.queued.extend(lines);
                 continue;
             };
@@ -127,7 +135,10 @@ impl Pipeline {
     fn deliver(&mut self, changes: Vec<PackageChange>) -> bool {
         let mut all_taken = true;
         for change in changes {
-            let event = Event::from_change(&change, &self.host, "dpkg");
+            let mut event = Event::from_change(&change, &self.host, "dpkg");
+            if let Some((_, attributor)) = self.kernel.as_mut() {
+                event.actor = attributor.actor_for_line(change.timestamp);
+            }
             self.events += 1;
             if !self.dispatcher.dispatch(event) {
                 all_taken = false;
@@ -189,6 +200,37 @@ impl Pipeline {
         }
         self.save_checkpoint(position);
         Ok(())
+    }
+
+    /// Moves every waiting kernel record into the attributor.
+    fn drain_kernel(&mut self) {
+        let Some((tracer, attributor)) = self.kernel.as_mut() else {
+            return;
+        };
+        let mut records = Vec::new();
+        tracer.drain(&mut records);
+        for record in records {
+            attributor.record(record);
+        }
+    }
+
+    /// Reports records the kernel could not hand over since the last look.
+    fn check_kernel_drops(&mut self) {
+        let Some((tracer, _)) = self.kernel.as_ref() else {
+            return;
+        };
+        match tracer.dropped() {
+            Ok(dropped) if dropped > self.dropped => {
+                error!(
+                    lost = dropped - self.dropped,
+                    total = dropped,
+                    "kernel ring buffer full; exec records lost, some actors may be null"
+                );
+                self.dropped = dropped;
+            }
+            Ok(_) => {}
+            Err(err) => debug!(error = %err, "cannot read the kernel drop counter"),
+        }
     }
 
     fn note(&mut self, notices: &[TailNotice]) {
@@ -272,7 +314,7 @@ fn watch_log_directory(
 
 impl Pipeline {
     /// Sets up every stage from the configuration: checkpoint, tail, interpreter and sinks.
-    fn start(config: &Config, host: String) -> anyhow::Result<Self> {
+    fn start(config: &Config, host: String, tracer: Option<ExecTracer>) -> anyhow::Result<Self> {
         let log = config.dpkg.log.clone();
         std::fs::create_dir_all(&config.state_dir).with_context(|| {
             format!(
@@ -309,8 +351,16 @@ impl Pipeline {
             },
         );
         let saved_transactions = checkpoint.as_ref().and_then(|c| c.transactions.as_ref());
+        let kernel = tracer.map(|tracer| {
+            (
+                tracer,
+                Attributor::new(&config.dpkg.log, &config.dpkg.admin_dir),
+            )
+        });
         let mut pipeline = Self {
             tailer,
+            kernel,
+            dropped: 0,
             interpreter: LogInterpreter::resume(saved_transactions),
             dispatcher,
             store,
@@ -379,11 +429,18 @@ pub async fn run(
             None
         }
     };
-    let mut pipeline = Pipeline::start(config, host)?;
+    let tracer = if config.ebpf.enabled {
+        load_tracer()
+    } else {
+        None
+    };
+    let mut kernel_drain = tokio::time::interval(TracerConfig::default().drain_interval);
+    let mut pipeline = Pipeline::start(config, host, tracer)?;
     info!(
         log = %config.dpkg.log.display(),
         state_dir = %config.state_dir.display(),
         resumed = pipeline.saved.is_some(),
+        attribution = pipeline.kernel.is_some(),
         "sensor ready"
     );
     pipeline.pump()?;
@@ -402,7 +459,10 @@ pub async fn run(
             _ = poll.tick() => {
                 pipeline.pump()?;
                 pipeline.finish_runs_if_idle()?;
+                pipeline.check_kernel_drops();
             }
+            // Descendants' records do not wake userspace; collect them before the ring fills.
+            _ = kernel_drain.tick(), if pipeline.kernel.is_some() => pipeline.drain_kernel(),
             () = sleep_until(retry) => {
                 pipeline.dispatcher.retry_due();
                 pipeline.pump()?;
@@ -410,6 +470,26 @@ pub async fn run(
         }
     }
     pipeline.stop()
+}
+
+/// Loads the kernel exec tracer, or explains once why events will have no actor.
+fn load_tracer() -> Option<ExecTracer> {
+    match ExecTracer::load(&TracerConfig::default()) {
+        Ok(tracer) => {
+            let executables = tracer.tracked_executables().len();
+            info!(executables, "kernel exec tracer attached");
+            Some(tracer)
+        }
+        Err(LoadError::NoKernelProgram) => {
+            warn!("this build carries no kernel exec tracer; events have no actor");
+            None
+        }
+        Err(err) => {
+            let reason = format!("{:#}", anyhow::Error::new(err));
+            warn!(error = %reason, "kernel exec tracer unavailable; events have no actor");
+            None
+        }
+    }
 }
 
 /// Sleeps until `at`, or forever when there is nothing to wait for.

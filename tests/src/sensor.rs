@@ -85,11 +85,12 @@ impl Sensor {
         let sink = Arc::clone(&stderr);
         thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if line.contains("sensor ready") {
-                    let _ = ready_tx.send(());
-                }
+                let ready = line.contains("sensor ready");
                 if let Ok(mut lines) = sink.lock() {
                     lines.push(line);
+                }
+                if ready {
+                    let _ = ready_tx.send(());
                 }
             }
         });

@@ -46,6 +46,19 @@ pub fn dpkg_lock_state(admin_dir: &Path) -> io::Result<LockState> {
     Ok(LockState::Free)
 }
 
+/// Reports who holds dpkg's own lock (`<admindir>/lock`), which only a running dpkg takes:
+/// front ends hold `lock-frontend` instead while dpkg runs.
+///
+/// # Errors
+/// As [`dpkg_lock_state`].
+pub fn dpkg_lock_holder(admin_dir: &Path) -> io::Result<LockState> {
+    match File::open(admin_dir.join("lock")) {
+        Ok(file) => query_write_lock(&file),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(LockState::Free),
+        Err(err) => Err(err),
+    }
+}
+
 /// Asks the kernel whether a write lock on the whole file would conflict with another holder.
 fn query_write_lock(file: &File) -> io::Result<LockState> {
     // SAFETY: `flock` is a plain C struct for which all-zero bytes are a valid value.

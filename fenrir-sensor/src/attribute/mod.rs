@@ -1,0 +1,408 @@
+//! The attribute stage: kernel exec records and dpkg.log lines in, the actor of each line out.
+//!
+//! In: [`KernelRecord`]s (every exec of a package manager and of its descendants, every exit),
+//! and, for each log line, its time. Out: the actor — who ran the dpkg that wrote the line,
+//! from which login session, through which command — as the JSON object events carry. State:
+//! the recent dpkg runs on the followed admin directory and the package-manager execs above
+//! them, both bounded.
+//!
+//! A line is attributed to a dpkg process only on evidence: dpkg holds an fcntl lock on its
+//! admin directory for its whole run, so the lock holder, when it is a dpkg run the kernel saw
+//! start on this log, wrote the line. When the writer has already exited, the last dpkg run
+//! on this log that changed packages and ended after the line was written is the writer. When
+//! neither holds — the line predates the sensor, the kernel saw no such run — the actor stays
+//! `null`: no guess is presented as fact.
+
+mod users;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use chrono::{Local, NaiveDateTime, TimeZone};
+use serde_json::{json, Value};
+
+use crate::event::escape_control;
+use crate::source::exec::{ExecRecord, ExitRecord, KernelRecord};
+use crate::source::lock::{dpkg_lock_holder, LockState};
+use users::UserNames;
+
+/// dpkg runs remembered; older ones can no longer be the writer of a line being read.
+const MAX_RUNS: usize = 256;
+/// Package-manager execs remembered for naming the command above a dpkg run.
+const MAX_MANAGERS: usize = 1024;
+/// dpkg writes whole seconds; a line's real time lies within a second after its stamp.
+const STAMP_SLACK: Duration = Duration::from_secs(2);
+
+/// dpkg options that change the database and so write the log.
+const WRITING_OPTIONS: &[&str] = &[
+    "-i",
+    "--install",
+    "--unpack",
+    "--configure",
+    "-r",
+    "--remove",
+    "-P",
+    "--purge",
+    "--triggers-only",
+    "-a",
+    "--pending",
+    "--record-avail",
+    "-A",
+];
+
+/// One dpkg process the kernel saw start on the followed log and admin directory.
+#[derive(Debug, Clone)]
+struct DpkgRun {
+    exec: ExecRecord,
+    started: SystemTime,
+    ended: Option<SystemTime>,
+}
+
+/// Attributes dpkg.log lines to the processes that wrote them.
+#[derive(Debug)]
+pub struct Attributor {
+    log: PathBuf,
+    admin_dir: PathBuf,
+    sensor_started: SystemTime,
+    /// Wall-clock time minus kernel monotonic time, to place exec records in wall time.
+    boot_offset: Duration,
+    runs: VecDeque<DpkgRun>,
+    managers: HashMap<u32, ExecRecord>,
+    users: UserNames,
+}
+
+impl Attributor {
+    /// Creates an attributor for the dpkg runs that write `log` and lock `admin_dir`.
+    #[must_use]
+    pub fn new(log: &Path, admin_dir: &Path) -> Self {
+        Self {
+            log: normalize(log),
+            admin_dir: normalize(admin_dir),
+            sensor_started: SystemTime::now(),
+            boot_offset: boot_offset(),
+            runs: VecDeque::new(),
+            managers: HashMap::new(),
+            users: UserNames::default(),
+        }
+    }
+
+    /// Takes one kernel record.
+    pub fn record(&mut self, record: KernelRecord) {
+        match record {
+            KernelRecord::Exec(exec) => self.record_exec(exec),
+            KernelRecord::Exit(exit) => self.record_exit(&exit),
+        }
+    }
+
+    fn record_exec(&mut self, exec: ExecRecord) {
+        if !exec.is_package_manager {
+            return;
+        }
+        if is_dpkg(&exec) {
+            let (log, admin_dir) = dpkg_paths(&exec.argv);
+            if log == self.log && admin_dir == self.admin_dir && is_writing(&exec.argv) {
+                let started = self.wall_time(exec.ktime);
+                if self.runs.len() == MAX_RUNS {
+                    self.runs.pop_front();
+                }
+                self.runs.push_back(DpkgRun {
+                    exec: exec.clone(),
+                    started,
+                    ended: None,
+                });
+            }
+        }
+        if self.managers.len() >= MAX_MANAGERS {
+            // Forget the oldest half; the commands still needed belong to recent runs.
+            let mut by_age: Vec<(u64, u32)> =
+                self.managers.values().map(|e| (e.ktime, e.tgid)).collect();
+            by_age.sort_unstable();
+            for (_, tgid) in by_age.iter().take(MAX_MANAGERS / 2) {
+                self.managers.remove(tgid);
+            }
+        }
+        self.managers.insert(exec.tgid, exec);
+    }
+
+    fn record_exit(&mut self, exit: &ExitRecord) {
+        let ended = self.wall_time(exit.ktime);
+        if let Some(run) = self
+            .runs
+            .iter_mut()
+            .rev()
+            .find(|r| r.exec.tgid == exit.tgid)
+        {
+            run.ended.get_or_insert(ended);
+        }
+    }
+
+    fn wall_time(&self, ktime: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + self.boot_offset + Duration::from_nanos(ktime)
+    }
+
+    /// Returns the actor of a line stamped `timestamp` (the log's local time), or `None` when
+    /// the writer is not known for certain.
+    pub fn actor_for_line(&mut self, timestamp: NaiveDateTime) -> Option<Value> {
+        let written = Local
+            .from_local_datetime(&timestamp)
+            .earliest()
+            .map(SystemTime::from)?;
+        if written + STAMP_SLACK < self.sensor_started {
+            return None;
+        }
+        let run = self.writer(written)?.clone();
+        Some(self.actor(&run.exec))
+    }
+
+    /// Finds the dpkg run that wrote a line at `written`.
+    fn writer(&self, written: SystemTime) -> Option<&DpkgRun> {
+        let started_before = |run: &&DpkgRun| run.started <= written + STAMP_SLACK;
+
+        // The lock holder is the writer, if it is a run the kernel saw start in time.
+        if let Ok(LockState::Held { pid: Some(pid) }) = dpkg_lock_holder(&self.admin_dir) {
+            if let Some(run) = self
+                .runs
+                .iter()
+                .rev()
+                .filter(started_before)
+                .find(|r| r.exec.tgid == pid)
+            {
+                return Some(run);
+            }
+        }
+
+        // Already gone: the last run that ended after the line was written.
+        self.runs.iter().rev().filter(started_before).find(|run| {
+            run.ended
+                .is_some_and(|ended| ended + STAMP_SLACK >= written)
+        })
+    }
+
+    /// Builds the actor object from the dpkg exec record and the execs above it.
+    fn actor(&mut self, dpkg: &ExecRecord) -> Value {
+        // The farthest package manager above dpkg is the command a person typed.
+        let top = dpkg
+            .ancestry
+            .iter()
+            .rev()
+            .filter_map(|ancestor| self.managers.get(&ancestor.pid))
+            .find(|exec| !is_dpkg(exec))
+            .cloned();
+        let dpkg_command = command_line(dpkg);
+        let command = top
+            .as_ref()
+            .map_or_else(|| dpkg_command.clone(), command_line);
+
+        let ancestry: Vec<Value> = dpkg
+            .ancestry
+            .iter()
+            .map(|a| {
+                json!({
+                    "pid": a.pid,
+                    "comm": escape_control(&a.comm),
+                    "uid": a.uid,
+                    "user": self.users.name(a.uid),
+                })
+            })
+            .collect();
+        let ssh = dpkg
+            .ancestry
+            .iter()
+            .find(|a| a.comm.starts_with("sshd"))
+            .map(|sshd| json!({ "sshd_pid": sshd.pid }));
+
+        json!({
+            "pid": dpkg.tgid,
+            "uid": dpkg.uid,
+            "user": self.users.name(dpkg.uid),
+            "euid": dpkg.euid,
+            "loginuid": dpkg.loginuid,
+            "login_user": dpkg.loginuid.and_then(|uid| self.users.name(uid)),
+            "sessionid": dpkg.sessionid,
+            "tty": dpkg.tty.as_deref().map(escape_control),
+            "command": command,
+            "dpkg_command": dpkg_command,
+            "ancestry": ancestry,
+            "session_leader": ancestry.last().cloned(),
+            "ssh": ssh,
+        })
+    }
+}
+
+/// Whether an exec is dpkg itself (not dpkg-deb, dpkg-query, …).
+fn is_dpkg(exec: &ExecRecord) -> bool {
+    Path::new(&exec.filename)
+        .file_name()
+        .is_some_and(|name| name == "dpkg")
+}
+
+/// Whether dpkg's arguments ask for a change of the database (and so for log lines).
+fn is_writing(argv: &[String]) -> bool {
+    argv.iter().skip(1).any(|arg| {
+        WRITING_OPTIONS.contains(&arg.as_str())
+            || (arg.starts_with('-') && !arg.starts_with("--") && arg.len() > 2 && {
+                // Bundled short options such as `-iB`.
+                arg[1..]
+                    .chars()
+                    .any(|c| matches!(c, 'i' | 'r' | 'P' | 'a' | 'A'))
+            })
+    })
+}
+
+/// Returns the log and admin directory a dpkg invocation uses, from its arguments.
+fn dpkg_paths(argv: &[String]) -> (PathBuf, PathBuf) {
+    let mut log = None;
+    let mut admin_dir = None;
+    let mut root = None;
+    let mut rest = argv.iter().skip(1);
+    while let Some(arg) = rest.next() {
+        let take = |name: &str| -> Option<String> {
+            if let Some(value) = arg.strip_prefix(name).and_then(|v| v.strip_prefix('=')) {
+                Some(value.to_owned())
+            } else if arg == name {
+                rest.clone().next().cloned()
+            } else {
+                None
+            }
+        };
+        if let Some(value) = take("--log") {
+            log = Some(PathBuf::from(value));
+        } else if let Some(value) = take("--admindir") {
+            admin_dir = Some(PathBuf::from(value));
+        } else if let Some(value) = take("--root") {
+            root = Some(PathBuf::from(value));
+        }
+    }
+    let admin_dir = admin_dir.unwrap_or_else(|| match &root {
+        Some(root) => root.join("var/lib/dpkg"),
+        None => PathBuf::from("/var/lib/dpkg"),
+    });
+    let log = log.unwrap_or_else(|| PathBuf::from("/var/log/dpkg.log"));
+    (normalize(&log), normalize(&admin_dir))
+}
+
+/// Makes a path comparable: symlinks resolved where it exists, `.` and `..` folded otherwise.
+fn normalize(path: &Path) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return real;
+    }
+    let mut folded = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                folded.pop();
+            }
+            Component::CurDir => {}
+            other => folded.push(other),
+        }
+    }
+    folded
+}
+
+/// Renders an exec's arguments as a shell would show them, quoting where needed.
+fn command_line(exec: &ExecRecord) -> String {
+    let argv = complete_argv(exec);
+    let words: Vec<String> = argv
+        .iter()
+        .map(|arg| {
+            let arg = escape_control(arg);
+            if arg.is_empty() || arg.contains([' ', '\'', '"', '$', '`', '\\']) {
+                format!("'{}'", arg.replace('\'', r"'\''"))
+            } else {
+                arg.into_owned()
+            }
+        })
+        .collect();
+    words.join(" ")
+}
+
+/// Returns the full argument list: the kernel's, completed from `/proc` when the kernel had to
+/// cut it and the process still runs the same program.
+fn complete_argv(exec: &ExecRecord) -> Vec<String> {
+    if !exec.is_truncated {
+        return exec.argv.clone();
+    }
+    let Ok(bytes) = std::fs::read(format!("/proc/{}/cmdline", exec.tgid)) else {
+        return exec.argv.clone();
+    };
+    let full: Vec<String> = bytes
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    if full.len() >= exec.argv.len() && full.first() == exec.argv.first() {
+        full
+    } else {
+        exec.argv.clone()
+    }
+}
+
+/// Returns wall-clock time minus `CLOCK_MONOTONIC`, the clock of the kernel's timestamps.
+fn boot_offset() -> Duration {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let monotonic = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| Duration::new(t.tv_sec().unsigned_abs(), t.tv_nsec().unsigned_abs() as u32))
+        .unwrap_or_default();
+    now.saturating_sub(monotonic)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn dpkg_paths_follow_its_options() {
+        let (log, admin) = dpkg_paths(&args(&["dpkg", "-i", "x.deb"]));
+        assert_eq!(log, normalize(Path::new("/var/log/dpkg.log")));
+        assert_eq!(admin, normalize(Path::new("/var/lib/dpkg")));
+
+        let (log, admin) = dpkg_paths(&args(&[
+            "dpkg",
+            "--root=/srv/r",
+            "--log",
+            "/srv/l/dpkg.log",
+            "-i",
+        ]));
+        assert_eq!(log, PathBuf::from("/srv/l/dpkg.log"));
+        assert_eq!(admin, PathBuf::from("/srv/r/var/lib/dpkg"));
+
+        let (_, admin) = dpkg_paths(&args(&[
+            "dpkg",
+            "--root=/srv/r",
+            "--admindir=/srv/a/../b",
+            "-r",
+        ]));
+        assert_eq!(admin, PathBuf::from("/srv/b"));
+    }
+
+    #[test]
+    fn only_changing_invocations_can_write_the_log() {
+        assert!(is_writing(&args(&["dpkg", "-i", "x.deb"])));
+        assert!(is_writing(&args(&[
+            "dpkg",
+            "--status-fd",
+            "7",
+            "--configure",
+            "--pending"
+        ])));
+        assert!(is_writing(&args(&["dpkg", "-iB", "x.deb"])));
+        assert!(!is_writing(&args(&[
+            "dpkg",
+            "--print-foreign-architectures"
+        ])));
+        assert!(!is_writing(&args(&[
+            "dpkg",
+            "--compare-versions",
+            "1",
+            "lt",
+            "2"
+        ])));
+    }
+}

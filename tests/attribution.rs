@@ -1,0 +1,175 @@
+//! Who did it: with the kernel exec tracer loaded, every event names the dpkg run that wrote its
+//! line, the login behind it, and the chain of processes in between — through a change of user
+//! and a setuid step, as `sudo` would do it.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use fenrir_tests::dpkg::{require_root, PackageSpec, Sandbox};
+use fenrir_tests::sensor::Sensor;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The uid the test's login session belongs to: `nobody`, present on every Debian host.
+const LOGIN_UID: u32 = 65534;
+
+fn sensor_args(sandbox: &Sandbox) -> Vec<String> {
+    [
+        "run",
+        "--no-journald",
+        "--host",
+        "attribution-host",
+        "--dpkg-log",
+        &sandbox.log().display().to_string(),
+        "--dpkg-admindir",
+        &sandbox.admin_dir().display().to_string(),
+        "--state-dir",
+        &sandbox.path().join("state").display().to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+/// Starts the sensor with the tracer, or prints why the test cannot run here.
+fn start_with_tracer(sandbox: &Sandbox) -> anyhow::Result<Option<Sensor>> {
+    let sensor = Sensor::start(&sensor_args(sandbox))?;
+    if !sensor.stderr().contains("attribution=true") {
+        println!(
+            "skipping: the sensor runs without its kernel tracer here:\n{}",
+            sensor.stderr()
+        );
+        return Ok(None);
+    }
+    Ok(Some(sensor))
+}
+
+/// Builds a setuid-root program that runs its arguments as root, the step `sudo` makes.
+fn build_setuid_helper(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let source = dir.join("become-root.c");
+    fs::write(
+        &source,
+        "#include <unistd.h>\n\
+         int main(int argc, char **argv) {\n\
+           (void)argc;\n\
+           if (setgid(0) != 0 || setuid(0) != 0) return 126;\n\
+           execv(argv[1], argv + 1);\n\
+           return 127;\n\
+         }\n",
+    )?;
+    let helper = dir.join("become-root");
+    let status = Command::new("gcc")
+        .arg("-o")
+        .arg(&helper)
+        .arg(&source)
+        .status()?;
+    if !status.success() {
+        bail!("gcc failed to build the setuid helper");
+    }
+    fs::set_permissions(&helper, fs::Permissions::from_mode(0o4755))?;
+    Ok(helper)
+}
+
+#[test]
+fn events_name_the_login_user_command_and_process_chain() -> anyhow::Result<()> {
+    if !require_root("the attribution test") {
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    let Some(sensor) = start_with_tracer(&sandbox)? else {
+        return Ok(());
+    };
+
+    // Everything the unprivileged user runs must be reachable for it.
+    let tools = tempfile::Builder::new().prefix("fenrir-attr-").tempdir()?;
+    fs::set_permissions(tools.path(), fs::Permissions::from_mode(0o755))?;
+    let become_root = build_setuid_helper(tools.path())?;
+    // A shell under a name of its own marks the user's session in the ancestry.
+    let marker = tools.path().join("fenrir-marker-shell");
+    fs::copy("/bin/dash", &marker)?;
+    let deb = sandbox.build(&PackageSpec::new("fenrir-attributed", "1.0-1"))?;
+    fs::set_permissions(
+        deb.parent().context("deb has a folder")?,
+        fs::Permissions::from_mode(0o755),
+    )?;
+    fs::set_permissions(&deb, fs::Permissions::from_mode(0o644))?;
+
+    let dpkg = format!(
+        "{} /usr/bin/dpkg --root={} --log={} --force-script-chrootless -i {}",
+        become_root.display(),
+        sandbox.root().display(),
+        sandbox.log().display(),
+        deb.display()
+    );
+    // A login sets the audit loginuid; it survives the change to nobody and back to root.
+    let script = format!(
+        "echo {LOGIN_UID} > /proc/self/loginuid && exec setpriv --reuid={LOGIN_UID} \
+         --regid={LOGIN_UID} --clear-groups -- {} -c '{dpkg}'",
+        marker.display()
+    );
+    let output = Command::new("/bin/sh").args(["-c", &script]).output()?;
+    assert!(
+        output.status.success(),
+        "dpkg through the login chain failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let event = sensor.events(1, WAIT)?.remove(0);
+    assert_eq!(event["category"], "package_install");
+    let actor = &event["actor"];
+    assert!(actor.is_object(), "no actor: {event:#}");
+    assert_eq!(actor["uid"], 0);
+    assert_eq!(actor["user"], "root");
+    assert_eq!(actor["loginuid"], LOGIN_UID);
+    assert_eq!(actor["login_user"], "nobody");
+    assert!(actor["sessionid"].is_u64(), "a login session id: {actor:#}");
+    assert!(actor["pid"].as_u64().is_some_and(|pid| pid > 1));
+
+    let command = actor["dpkg_command"].as_str().unwrap_or_default();
+    assert!(command.starts_with("/usr/bin/dpkg --root="), "{command}");
+    assert!(
+        command.contains(" -i ") && command.ends_with("fenrir-attributed_1.0-1_all.deb"),
+        "{command}"
+    );
+    assert_eq!(
+        actor["command"], actor["dpkg_command"],
+        "no package manager above dpkg"
+    );
+
+    let ancestry = actor["ancestry"].as_array().context("ancestry is a list")?;
+    let marker_entry = ancestry
+        .iter()
+        .find(|a| a["comm"] == "fenrir-marker-s")
+        .with_context(|| format!("the marker shell is not in the ancestry: {ancestry:#?}"))?;
+    assert_eq!(marker_entry["uid"], LOGIN_UID);
+    assert_eq!(marker_entry["user"], "nobody");
+    assert!(actor["ssh"].is_null());
+    Ok(())
+}
+
+#[test]
+fn without_the_tracer_events_still_flow_with_a_null_actor() -> anyhow::Result<()> {
+    if !require_root("the log-only test") {
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    let mut args = sensor_args(&sandbox);
+    args.push("--no-ebpf".to_owned());
+    let sensor = Sensor::start(&args)?;
+    assert!(
+        sensor.stderr().contains("attribution=false"),
+        "{}",
+        sensor.stderr()
+    );
+
+    sandbox.install(&PackageSpec::new("fenrir-unattributed", "1.0"))?;
+    let event = sensor.events(1, WAIT)?.remove(0);
+    assert_eq!(event["parsed_data"]["package"], "fenrir-unattributed");
+    assert_eq!(event["actor"], Value::Null);
+    Ok(())
+}
