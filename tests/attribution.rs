@@ -152,6 +152,88 @@ fn events_name_the_login_user_command_and_process_chain() -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Writes an apt configuration that installs into `sandbox` and touches nothing of the host.
+fn sandbox_apt_config(sandbox: &Sandbox) -> anyhow::Result<std::path::PathBuf> {
+    let apt = sandbox.path().join("apt");
+    for dir in [
+        "cache/archives/partial",
+        "state/lists/partial",
+        "log",
+        "sources.list.d",
+    ] {
+        fs::create_dir_all(apt.join(dir))?;
+    }
+    fs::write(apt.join("sources.list"), "")?;
+    let config = apt.join("apt.conf");
+    fs::write(
+        &config,
+        format!(
+            "Dir::State::status \"{status}\";\n\
+             Dir::Cache \"{apt}/cache\";\n\
+             Dir::State \"{apt}/state\";\n\
+             Dir::Log \"{apt}/log\";\n\
+             Dir::Etc::SourceList \"{apt}/sources.list\";\n\
+             Dir::Etc::SourceParts \"{apt}/sources.list.d\";\n\
+             APT::Sandbox::User \"root\";\n\
+             DPkg::Options {{ \"--root={root}\"; \"--log={log}\"; \"--force-script-chrootless\"; }};\n",
+            status = sandbox.admin_dir().join("status").display(),
+            apt = apt.display(),
+            root = sandbox.root().display(),
+            log = sandbox.log().display(),
+        ),
+    )?;
+    Ok(config)
+}
+
+#[test]
+fn apt_get_runs_are_attributed_to_the_apt_command() -> anyhow::Result<()> {
+    if !require_root("the apt attribution test") {
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    let Some(sensor) = start_with_tracer(&sandbox)? else {
+        return Ok(());
+    };
+    let deb = sandbox.build(&PackageSpec::new("fenrir-via-apt", "2.0-1"))?;
+    let local = sandbox.path().join("fenrir-via-apt.deb");
+    fs::copy(&deb, &local)?;
+
+    // apt installs a local file without any network; its dpkg runs unpack, then configure.
+    let output = Command::new("apt-get")
+        .args(["install", "-y", "./fenrir-via-apt.deb"])
+        .current_dir(sandbox.path())
+        .env("APT_CONFIG", sandbox_apt_config(&sandbox)?)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .output()?;
+    assert!(
+        output.status.success(),
+        "apt-get failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let event = sensor.events(1, WAIT)?.remove(0);
+    assert_eq!(event["category"], "package_install");
+    assert_eq!(event["parsed_data"]["package"], "fenrir-via-apt");
+    let actor = &event["actor"];
+    assert_eq!(
+        actor["command"], "apt-get install -y ./fenrir-via-apt.deb",
+        "{actor:#}"
+    );
+    let dpkg_command = actor["dpkg_command"].as_str().unwrap_or_default();
+    assert!(
+        dpkg_command.contains("--unpack"),
+        "apt's dpkg run: {dpkg_command}"
+    );
+    assert!(actor["ancestry"]
+        .as_array()
+        .is_some_and(|chain| chain.iter().any(|a| a["comm"] == "apt-get")));
+
+    // apt's separate unpack and configure runs make one install, not a failed one.
+    let extra = sensor.drain(Duration::from_secs(3));
+    assert!(extra.is_empty(), "unexpected events: {extra:#?}");
+    Ok(())
+}
+
 #[test]
 fn without_the_tracer_events_still_flow_with_a_null_actor() -> anyhow::Result<()> {
     if !require_root("the log-only test") {

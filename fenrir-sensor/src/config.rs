@@ -114,11 +114,16 @@ impl Default for JournaldSinkConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct EbpfConfig {
     pub enabled: bool,
+    /// Highest level of the kernel program's own diagnostics passed on to the sensor's.
+    pub log_level: LogLevel,
 }
 
 impl Default for EbpfConfig {
     fn default() -> Self {
-        Self { enabled: true }
+        Self {
+            enabled: true,
+            log_level: LogLevel::Warn,
+        }
     }
 }
 
@@ -199,6 +204,18 @@ pub enum LogLevel {
 }
 
 impl LogLevel {
+    /// Returns the matching `tracing` level.
+    #[must_use]
+    pub fn to_tracing(self) -> tracing::Level {
+        match self {
+            Self::Error => tracing::Level::ERROR,
+            Self::Warn => tracing::Level::WARN,
+            Self::Info => tracing::Level::INFO,
+            Self::Debug => tracing::Level::DEBUG,
+            Self::Trace => tracing::Level::TRACE,
+        }
+    }
+
     /// Returns the level as `tracing` spells it.
     #[must_use]
     pub fn as_str(self) -> &'static str {

@@ -16,11 +16,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use notify::{RecursiveMode, Watcher};
+use std::os::fd::OwnedFd;
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
+use tokio::io::Interest;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
 use crate::attribute::Attributor;
-use crate::config::Config;
+use crate::config::{Config, LogLevel};
 use crate::event::Event;
 use crate::parse::interpret::LogInterpreter;
 use crate::parse::PackageChange;
@@ -430,12 +433,28 @@ pub async fn run(
         }
     };
     let tracer = if config.ebpf.enabled {
-        load_tracer()
+        load_tracer(config.ebpf.log_level)
     } else {
         None
     };
     let mut kernel_drain = tokio::time::interval(TracerConfig::default().drain_interval);
     let mut pipeline = Pipeline::start(config, host, tracer)?;
+
+    // A package manager's exec wakes this descriptor; its descendants' records do not, and
+    // are collected by the drain timer and before every batch of lines.
+    let ring = match pipeline.kernel.as_ref() {
+        Some((tracer, _)) => {
+            let fd = tracer
+                .ring_fd()
+                .context("failed to duplicate the ring buffer descriptor")?;
+            // SAFETY: the AsyncFd owns this duplicate descriptor, which refers to the ring
+            // buffer for as long as the AsyncFd lives.
+            let ring = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+                .map_err(|err| anyhow::anyhow!("failed to poll the ring buffer: {err}"))?;
+            Some(ring)
+        }
+        None => None,
+    };
     info!(
         log = %config.dpkg.log.display(),
         state_dir = %config.state_dir.display(),
@@ -461,7 +480,12 @@ pub async fn run(
                 pipeline.finish_runs_if_idle()?;
                 pipeline.check_kernel_drops();
             }
-            // Descendants' records do not wake userspace; collect them before the ring fills.
+            ready = ring_readable(ring.as_ref()), if ring.is_some() => {
+                if let Ok(mut guard) = ready {
+                    guard.clear_ready();
+                }
+                pipeline.drain_kernel();
+            }
             _ = kernel_drain.tick(), if pipeline.kernel.is_some() => pipeline.drain_kernel(),
             () = sleep_until(retry) => {
                 pipeline.dispatcher.retry_due();
@@ -473,8 +497,12 @@ pub async fn run(
 }
 
 /// Loads the kernel exec tracer, or explains once why events will have no actor.
-fn load_tracer() -> Option<ExecTracer> {
-    match ExecTracer::load(&TracerConfig::default()) {
+fn load_tracer(log_level: LogLevel) -> Option<ExecTracer> {
+    let config = TracerConfig {
+        kernel_log_level: Some(log_level.to_tracing()),
+        ..TracerConfig::default()
+    };
+    match ExecTracer::load(&config) {
         Ok(tracer) => {
             let executables = tracer.tracked_executables().len();
             info!(executables, "kernel exec tracer attached");
@@ -489,6 +517,16 @@ fn load_tracer() -> Option<ExecTracer> {
             warn!(error = %reason, "kernel exec tracer unavailable; events have no actor");
             None
         }
+    }
+}
+
+/// Waits until the ring buffer polls readable, or forever without one.
+async fn ring_readable(
+    ring: Option<&AsyncFd<OwnedFd>>,
+) -> std::io::Result<AsyncFdReadyGuard<'_, OwnedFd>> {
+    match ring {
+        Some(ring) => ring.readable().await,
+        None => std::future::pending().await,
     }
 }
 

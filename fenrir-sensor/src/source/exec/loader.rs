@@ -385,6 +385,12 @@ impl ExecTracer {
         Ok(per_cpu.iter().sum())
     }
 
+    /// Returns a duplicate of the ring buffer's descriptor, which polls readable when a record
+    /// woke userspace, for callers that wait on it in their own event loop.
+    pub fn ring_fd(&self) -> io::Result<OwnedFd> {
+        self.events.as_fd().try_clone_to_owned()
+    }
+
     /// Decodes every record waiting in the ring buffer into `out`, without blocking.
     ///
     /// Returns how many records failed to decode; each is logged and skipped, the rest still
