@@ -235,6 +235,66 @@ fn apt_get_runs_are_attributed_to_the_apt_command() -> anyhow::Result<()> {
 }
 
 #[test]
+fn maintainer_script_commands_are_reported_with_their_package() -> anyhow::Result<()> {
+    if !require_root("the maintainer-script test") {
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    let Some(sensor) = start_with_tracer(&sandbox)? else {
+        return Ok(());
+    };
+    let spec = PackageSpec::new("fenrir-scripted", "1.0-1")
+        .preinst("/bin/echo fenrir-preinst-marker >/dev/null")
+        .postinst("/bin/true --fenrir-postinst-marker\n/bin/sh -c 'exit 0'");
+    sandbox.install(&spec)?;
+
+    let events = sensor.events(2, WAIT)?;
+    assert_eq!(events[0]["category"], "package_install");
+    let scripts = &events[1];
+    assert_eq!(scripts["category"], "package_scripts", "{scripts:#}");
+    assert_eq!(scripts["severity"], "INFO");
+    assert_eq!(scripts["parsed_data"]["package"], "fenrir-scripted");
+    assert_eq!(
+        scripts["actor"]["pid"], events[0]["actor"]["pid"],
+        "same dpkg run"
+    );
+
+    let commands = scripts["scripts"]["commands"]
+        .as_array()
+        .context("commands")?;
+    let find = |needle: &str| {
+        commands
+            .iter()
+            .find(|c| {
+                c["command"]
+                    .as_str()
+                    .is_some_and(|text| text.contains(needle))
+            })
+            .cloned()
+    };
+    // The new archive's preinst runs from dpkg's tmp.ci, which names no package.
+    let preinst = find("fenrir-preinst-marker").context("preinst's command is listed")?;
+    assert_eq!(preinst["script"], "preinst");
+    let marker = find("/bin/true --fenrir-postinst-marker")
+        .with_context(|| format!("postinst command missing: {commands:#?}"))?;
+    assert_eq!(marker["script"], "postinst");
+    assert!(
+        find("fenrir-scripted.postinst configure").is_some(),
+        "{commands:#?}"
+    );
+    assert!(
+        scripts["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("true")),
+        "{scripts:#}"
+    );
+
+    let extra = sensor.drain(Duration::from_secs(2));
+    assert!(extra.is_empty(), "unexpected events: {extra:#?}");
+    Ok(())
+}
+
+#[test]
 fn without_the_tracer_events_still_flow_with_a_null_actor() -> anyhow::Result<()> {
     if !require_root("the log-only test") {
         return Ok(());

@@ -13,6 +13,7 @@ use std::fmt::{self, Write as _};
 use chrono::{DateTime, FixedOffset, Local, LocalResult, NaiveDateTime, TimeZone};
 use serde::{Deserialize, Serialize};
 
+use crate::attribute::script::PackageScripts;
 use crate::parse::PackageChange;
 
 /// What happened to a package. The serialized names are stable codes: a retired one is never
@@ -36,6 +37,8 @@ pub enum Category {
     PackageDisappear,
     /// An install or upgrade ended its dpkg run short of the installed state.
     PackageInstallFailed,
+    /// What a package's maintainer scripts ran, reported when its dpkg run ends.
+    PackageScripts,
 }
 
 impl Category {
@@ -51,7 +54,20 @@ impl Category {
             Self::PackagePurge => "package_purge",
             Self::PackageDisappear => "package_disappear",
             Self::PackageInstallFailed => "package_install_failed",
+            Self::PackageScripts => "package_scripts",
         }
+    }
+
+    /// Returns whether the change puts a package's files from an archive on disk.
+    #[must_use]
+    pub fn unpacks(self) -> bool {
+        matches!(
+            self,
+            Self::PackageInstall
+                | Self::PackageUpgrade
+                | Self::PackageDowngrade
+                | Self::PackageReinstall
+        )
     }
 
     /// Returns the severity an event of this category has before any rule looks at it.
@@ -61,7 +77,7 @@ impl Category {
             Self::PackageInstall | Self::PackageDowngrade | Self::PackageInstallFailed => {
                 Severity::Medium
             }
-            Self::PackageUpgrade => Severity::Info,
+            Self::PackageUpgrade | Self::PackageScripts => Severity::Info,
             Self::PackageReinstall
             | Self::PackageRemove
             | Self::PackagePurge
@@ -80,6 +96,7 @@ impl Category {
             Self::PackagePurge => "purged",
             Self::PackageDisappear => "disappeared",
             Self::PackageInstallFailed => "install failed",
+            Self::PackageScripts => "scripts ran",
         }
     }
 }
@@ -164,6 +181,9 @@ pub struct Event {
     pub actor: Option<serde_json::Value>,
     /// The rules that fired on this event, in evaluation order.
     pub rules: Vec<serde_json::Value>,
+    /// For `package_scripts`: `{commands: [{pid, uid, script, command}], omitted}`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub scripts: Option<serde_json::Value>,
 }
 
 impl Event {
@@ -210,6 +230,68 @@ impl Event {
             manager: manager.to_owned(),
             actor: None,
             rules: Vec::new(),
+            scripts: None,
+        }
+    }
+
+    /// Builds the event reporting what one package's maintainer scripts ran in a dpkg run
+    /// that ended at `ended`. No log line records this, so `raw_line` is empty.
+    #[must_use]
+    pub fn from_scripts(
+        scripts: &PackageScripts,
+        actor: serde_json::Value,
+        ended: std::time::SystemTime,
+        host: &str,
+    ) -> Self {
+        let package = scripts.package.as_deref().map(escape_control);
+        let programs: Vec<&str> = scripts
+            .commands
+            .iter()
+            .filter_map(|c| c["command"].as_str())
+            .filter_map(|command| command.split(' ').next())
+            .map(|program| program.rsplit('/').next().unwrap_or(program))
+            .collect();
+        let mut shown: Vec<&str> = Vec::new();
+        for program in programs {
+            if !shown.contains(&program) && shown.len() < 8 {
+                shown.push(program);
+            }
+        }
+        let subject = match &package {
+            Some(package) => format!("Maintainer scripts of {package}"),
+            None => "Maintainer scripts of a package being unpacked".to_owned(),
+        };
+        let category = Category::PackageScripts;
+
+        Self {
+            source: "package".to_owned(),
+            category,
+            severity: category.default_severity(),
+            ip: None,
+            description: format!("{subject} ran: {}", shown.join(", ")),
+            raw_line: String::new(),
+            parsed_data: ParsedData {
+                kind: category,
+                package: package
+                    .map(std::borrow::Cow::into_owned)
+                    .unwrap_or_default(),
+                arch: scripts
+                    .arch
+                    .as_deref()
+                    .map(|a| escape_control(a).into_owned()),
+                old_version: None,
+                new_version: None,
+                timestamp: DateTime::<Local>::from(ended).to_rfc3339(),
+                last_state: None,
+            },
+            host: host.to_owned(),
+            manager: "dpkg".to_owned(),
+            actor: Some(actor),
+            rules: Vec::new(),
+            scripts: Some(serde_json::json!({
+                "commands": scripts.commands,
+                "omitted": scripts.omitted,
+            })),
         }
     }
 
@@ -261,7 +343,8 @@ fn describe(
         Category::PackageReinstall
         | Category::PackageRemove
         | Category::PackagePurge
-        | Category::PackageDisappear => {
+        | Category::PackageDisappear
+        | Category::PackageScripts => {
             if let Some(version) = old_version.or(new_version) {
                 let _ = write!(text, " {version}");
             }

@@ -141,6 +141,9 @@ impl Pipeline {
             let mut event = Event::from_change(&change, &self.host, "dpkg");
             if let Some((_, attributor)) = self.kernel.as_mut() {
                 event.actor = attributor.actor_for_line(change.timestamp);
+                if let (Some(actor), true) = (&event.actor, change.category.unpacks()) {
+                    attributor.note_unpacked(actor, &change.package, change.arch.as_deref());
+                }
             }
             self.events += 1;
             if !self.dispatcher.dispatch(event) {
@@ -214,6 +217,19 @@ impl Pipeline {
         tracer.drain(&mut records);
         for record in records {
             attributor.record(record);
+        }
+
+        // A run that ended has told all its scripts did; report them now.
+        for run in attributor.take_finished() {
+            for scripts in &run.scripts {
+                let event = Event::from_scripts(scripts, run.actor.clone(), run.ended, &self.host);
+                self.events += 1;
+                if !self.dispatcher.dispatch(event) {
+                    warn!(
+                        "no sink accepted a maintainer-script event; it is retried with its sink"
+                    );
+                }
+            }
         }
     }
 

@@ -20,6 +20,8 @@ pub struct PackageSpec {
     pub arch: String,
     /// Body of the postinst script (`#!/bin/sh` is added), if any.
     pub postinst: Option<String>,
+    /// Body of the preinst script, if any.
+    pub preinst: Option<String>,
     /// A conffile under `/etc/<name>.conf`, so removal leaves config files behind.
     pub with_conffile: bool,
 }
@@ -33,6 +35,7 @@ impl PackageSpec {
             version: version.to_owned(),
             arch: "all".to_owned(),
             postinst: None,
+            preinst: None,
             with_conffile: false,
         }
     }
@@ -41,6 +44,13 @@ impl PackageSpec {
     #[must_use]
     pub fn postinst(mut self, body: &str) -> Self {
         self.postinst = Some(body.to_owned());
+        self
+    }
+
+    /// Adds a preinst script.
+    #[must_use]
+    pub fn preinst(mut self, body: &str) -> Self {
+        self.preinst = Some(body.to_owned());
         self
     }
 
@@ -128,10 +138,12 @@ impl Sandbox {
                 format!("/etc/{}.conf\n", spec.name),
             )?;
         }
-        if let Some(body) = &spec.postinst {
-            let script = debian.join("postinst");
-            fs::write(&script, format!("#!/bin/sh\n{body}\n"))?;
-            fs::set_permissions(&script, fs::Permissions::from_mode(0o755))?;
+        for (name, body) in [("preinst", &spec.preinst), ("postinst", &spec.postinst)] {
+            if let Some(body) = body {
+                let script = debian.join(name);
+                fs::write(&script, format!("#!/bin/sh\n{body}\n"))?;
+                fs::set_permissions(&script, fs::Permissions::from_mode(0o755))?;
+            }
         }
 
         let deb = self.dir.path().join(format!(

@@ -13,6 +13,7 @@
 //! neither holds — the line predates the sensor, the kernel saw no such run — the actor stays
 //! `null`: no guess is presented as fact.
 
+pub mod script;
 mod users;
 
 use std::collections::{HashMap, VecDeque};
@@ -25,6 +26,7 @@ use serde_json::{json, Value};
 use crate::event::escape_control;
 use crate::source::exec::{ExecRecord, ExitRecord, KernelRecord};
 use crate::source::lock::{dpkg_lock_holder, LockState};
+use script::{PackageScripts, ScriptLog};
 use users::UserNames;
 
 /// dpkg runs remembered; older ones can no longer be the writer of a line being read.
@@ -59,6 +61,16 @@ struct DpkgRun {
     ended: Option<SystemTime>,
 }
 
+/// A dpkg run that ended, with what its maintainer scripts ran.
+#[derive(Debug, Clone)]
+pub struct FinishedRun {
+    /// The run's actor, as its events carry it.
+    pub actor: Value,
+    pub ended: SystemTime,
+    /// Per package, the commands its scripts started.
+    pub scripts: Vec<PackageScripts>,
+}
+
 /// Attributes dpkg.log lines to the processes that wrote them.
 #[derive(Debug)]
 pub struct Attributor {
@@ -70,6 +82,10 @@ pub struct Attributor {
     runs: VecDeque<DpkgRun>,
     managers: HashMap<u32, ExecRecord>,
     users: UserNames,
+    scripts: ScriptLog,
+    /// Packages each run installed or upgraded, to place scripts of the unpacked archive.
+    unpacked: HashMap<u32, Vec<(String, Option<String>)>>,
+    finished: Vec<FinishedRun>,
 }
 
 impl Attributor {
@@ -84,6 +100,9 @@ impl Attributor {
             runs: VecDeque::new(),
             managers: HashMap::new(),
             users: UserNames::default(),
+            scripts: ScriptLog::default(),
+            unpacked: HashMap::new(),
+            finished: Vec::new(),
         }
     }
 
@@ -96,6 +115,22 @@ impl Attributor {
     }
 
     fn record_exec(&mut self, exec: ExecRecord) {
+        tracing::trace!(
+            pid = exec.tgid,
+            filename = %escape_control(&exec.filename),
+            ancestry = ?exec.ancestry.iter().map(|a| a.pid).collect::<Vec<_>>(),
+            "kernel exec record"
+        );
+        let run = self
+            .runs
+            .iter()
+            .rev()
+            .find(|run| exec.ancestry.iter().any(|a| a.pid == run.exec.tgid))
+            .map(|run| run.exec.tgid);
+        if let Some(run) = run {
+            let command = command_line(&exec);
+            self.scripts.record(run, &exec, &command);
+        }
         if !exec.is_package_manager {
             return;
         }
@@ -126,15 +161,59 @@ impl Attributor {
     }
 
     fn record_exit(&mut self, exit: &ExitRecord) {
+        tracing::trace!(pid = exit.tgid, code = exit.exit_code, "kernel exit record");
         let ended = self.wall_time(exit.ktime);
-        if let Some(run) = self
+        let Some(run) = self
             .runs
             .iter_mut()
             .rev()
             .find(|r| r.exec.tgid == exit.tgid)
-        {
-            run.ended.get_or_insert(ended);
+        else {
+            return;
+        };
+        if run.ended.is_some() {
+            return;
         }
+        run.ended = Some(ended);
+        let exec = run.exec.clone();
+
+        let mut scripts = self.scripts.finish(exec.tgid);
+        let unpacked = self.unpacked.remove(&exec.tgid).unwrap_or_default();
+        if let [(package, arch)] = unpacked.as_slice() {
+            // With one archive in the run, its unpack-time scripts can only be that package's.
+            script::assign_unpacked(&mut scripts, package, arch.as_deref());
+        }
+        if !scripts.is_empty() {
+            let actor = self.actor(&exec);
+            self.finished.push(FinishedRun {
+                actor,
+                ended,
+                scripts,
+            });
+        }
+    }
+
+    /// Notes that the run named in `actor` installed or upgraded `package`.
+    pub fn note_unpacked(&mut self, actor: &Value, package: &str, arch: Option<&str>) {
+        let Some(pid) = actor["pid"]
+            .as_u64()
+            .and_then(|pid| u32::try_from(pid).ok())
+        else {
+            return;
+        };
+        if self.unpacked.len() >= MAX_RUNS && !self.unpacked.contains_key(&pid) {
+            // Runs whose exit was never seen; none of them can still be placed.
+            self.unpacked.clear();
+        }
+        let packages = self.unpacked.entry(pid).or_default();
+        if packages.len() < 2 && !packages.iter().any(|(p, _)| p == package) {
+            packages.push((package.to_owned(), arch.map(str::to_owned)));
+        }
+    }
+
+    /// Returns the dpkg runs that ended since the last call, with their scripts' activity.
+    pub fn take_finished(&mut self) -> Vec<FinishedRun> {
+        std::mem::take(&mut self.finished)
     }
 
     fn wall_time(&self, ktime: u64) -> SystemTime {
