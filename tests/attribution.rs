@@ -315,3 +315,42 @@ fn without_the_tracer_events_still_flow_with_a_null_actor() -> anyhow::Result<()
     assert_eq!(event["actor"], Value::Null);
     Ok(())
 }
+
+#[test]
+fn an_unprivileged_sensor_warns_once_and_still_reports() -> anyhow::Result<()> {
+    if !require_root("the unprivileged-sensor test") {
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    // The unprivileged sensor reads the log and writes its own state, nothing more.
+    fs::set_permissions(sandbox.path(), fs::Permissions::from_mode(0o755))?;
+    fs::set_permissions(
+        sandbox.path().join("log"),
+        fs::Permissions::from_mode(0o755),
+    )?;
+    let state = sandbox.path().join("state");
+    fs::create_dir(&state)?;
+    nix::unistd::chown(&state, Some(LOGIN_UID.into()), Some(LOGIN_UID.into()))?;
+
+    let wrapper = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--",
+    ];
+    let sensor = Sensor::start_wrapped(&wrapper, &sensor_args(&sandbox))?;
+    let stderr = sensor.stderr();
+    assert!(stderr.contains("attribution=false"), "{stderr}");
+    assert_eq!(
+        stderr.matches("kernel exec tracer").count(),
+        1,
+        "one warning: {stderr}"
+    );
+
+    sandbox.install(&PackageSpec::new("fenrir-unprivileged", "1.0"))?;
+    let event = sensor.events(1, WAIT)?.remove(0);
+    assert_eq!(event["parsed_data"]["package"], "fenrir-unprivileged");
+    assert_eq!(event["actor"], Value::Null);
+    Ok(())
+}

@@ -58,7 +58,22 @@ impl Sensor {
     /// Starts `fenrir-sensor` with `args` (starting with the subcommand) and waits until it
     /// reports `sensor ready`.
     pub fn start(args: &[String]) -> anyhow::Result<Self> {
-        let mut child = Command::new(binary()?)
+        Self::start_wrapped(&[], args)
+    }
+
+    /// Starts the sensor under `wrapper` (a command such as `setpriv --reuid=…` that executes
+    /// its remaining arguments), then as [`Sensor::start`].
+    pub fn start_wrapped(wrapper: &[&str], args: &[String]) -> anyhow::Result<Self> {
+        let binary = binary()?;
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(&binary);
+                command
+            }
+            None => Command::new(&binary),
+        };
+        let mut child = command
             .args(args)
             .env("RUST_LOG", "fenrir_sensor=debug")
             .stdin(Stdio::null())
