@@ -8,4 +8,5 @@
 pub mod checkpoint;
 pub mod exec;
 pub mod lock;
+pub mod ssh;
 pub mod tail;
