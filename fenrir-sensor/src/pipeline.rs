@@ -95,22 +95,37 @@ struct Pipeline {
     held: Option<Position>,
     saved: Option<Checkpoint>,
     free_polls: u32,
+    /// Whether the last read of the log failed, so the failure is reported once.
+    read_failing: bool,
     events: u64,
     too_long: u64,
 }
 
 impl Pipeline {
     /// Reads and handles everything available; stops early while delivery is held.
-    fn pump(&mut self) -> anyhow::Result<()> {
+    ///
+    /// A read error (the log unreadable for a moment) is reported once and retried on the next
+    /// wake-up; nothing already read is lost and the sensor keeps running.
+    fn pump(&mut self) {
         loop {
             if !self.release_hold() {
-                return Ok(());
+                return;
             }
             let Some(line) = self.queued.pop_front() else {
-                let (lines, notices) = self
-                    .tailer
-                    .read_lines(BATCH_LINES)
-                    .with_context(|| format!("failed to read {}", self.tailer.path().display()))?;
+                let (lines, notices) = match self.tailer.read_lines(BATCH_LINES) {
+                    Ok(read) => read,
+                    Err(err) => {
+                        if !self.read_failing {
+                            let path = self.tailer.path().display().to_string();
+                            error!(path, error = %err, "cannot read the log; retrying");
+                            self.read_failing = true;
+                        }
+                        return;
+                    }
+                };
+                if std::mem::take(&mut self.read_failing) {
+                    info!(path = %self.tailer.path().display(), "log readable again");
+                }
                 self.note(&notices);
                 if lines.is_empty() {
                     break;
@@ -126,12 +141,11 @@ impl Pipeline {
                 .line(&line.bytes, self.tailer.path(), line.line_no);
             if !self.deliver(changes) {
                 self.held = Some(line.position);
-                return Ok(());
+                return;
             }
             self.free_polls = 0;
         }
         self.save_checkpoint(self.tailer.position());
-        Ok(())
     }
 
     /// Sends changes to the sinks; returns whether every event was taken by some sink.
@@ -172,16 +186,16 @@ impl Pipeline {
     }
 
     /// Judges installs still in progress once no package manager holds the database.
-    fn finish_runs_if_idle(&mut self) -> anyhow::Result<()> {
+    fn finish_runs_if_idle(&mut self) {
         if !self.interpreter.has_pending() || self.held.is_some() {
-            return Ok(());
+            return;
         }
         match dpkg_lock_state(&self.admin_dir) {
             Ok(LockState::Free) => self.free_polls += 1,
             Ok(LockState::Held { pid }) => {
                 debug!(?pid, "dpkg database locked; installs still in progress");
                 self.free_polls = 0;
-                return Ok(());
+                return;
             }
             Err(err) => {
                 // Without the lock the end of a run is inferred from silence alone.
@@ -190,22 +204,21 @@ impl Pipeline {
             }
         }
         if self.free_polls < FREE_POLLS_BEFORE_FINISH {
-            return Ok(());
+            return;
         }
 
         // The last lines of the run may have landed since the previous read.
-        self.pump()?;
+        self.pump();
         if self.held.is_some() {
-            return Ok(());
+            return;
         }
         let changes = self.interpreter.finish();
         let position = self.tailer.position();
         if !self.deliver(changes) {
             self.held = position;
-            return Ok(());
+            return;
         }
         self.save_checkpoint(position);
-        Ok(())
     }
 
     /// Moves every waiting kernel record into the attributor.
@@ -389,6 +402,7 @@ impl Pipeline {
             held: None,
             saved: checkpoint,
             free_polls: 0,
+            read_failing: false,
             events: 0,
             too_long: 0,
         };
@@ -397,9 +411,9 @@ impl Pipeline {
     }
 
     /// Delivers what is already written, closes the sinks and reports what the run did.
-    fn stop(mut self) -> anyhow::Result<RunSummary> {
+    fn stop(mut self) -> RunSummary {
         // Deliver what is already written before stopping, so a restart repeats nothing.
-        self.pump()?;
+        self.pump();
         let stats = self.interpreter.stats();
         let summary = RunSummary {
             lines: stats.lines,
@@ -425,7 +439,7 @@ impl Pipeline {
             events = summary.events,
             "sensor stopped"
         );
-        Ok(summary)
+        summary
     }
 }
 
@@ -478,7 +492,7 @@ pub async fn run(
         attribution = pipeline.kernel.is_some(),
         "sensor ready"
     );
-    pipeline.pump()?;
+    pipeline.pump();
 
     let mut poll = tokio::time::interval(config.tail.poll_interval());
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -490,10 +504,10 @@ pub async fn run(
             .map(tokio::time::Instant::from_std);
         tokio::select! {
             () = &mut shutdown => break,
-            () = wake.notified() => pipeline.pump()?,
+            () = wake.notified() => pipeline.pump(),
             _ = poll.tick() => {
-                pipeline.pump()?;
-                pipeline.finish_runs_if_idle()?;
+                pipeline.pump();
+                pipeline.finish_runs_if_idle();
                 pipeline.check_kernel_drops();
             }
             ready = ring_readable(ring.as_ref()), if ring.is_some() => {
@@ -505,11 +519,11 @@ pub async fn run(
             _ = kernel_drain.tick(), if pipeline.kernel.is_some() => pipeline.drain_kernel(),
             () = sleep_until(retry) => {
                 pipeline.dispatcher.retry_due();
-                pipeline.pump()?;
+                pipeline.pump();
             }
         }
     }
-    pipeline.stop()
+    Ok(pipeline.stop())
 }
 
 /// Loads the kernel exec tracer, or explains once why events will have no actor.

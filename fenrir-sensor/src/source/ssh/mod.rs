@@ -55,6 +55,14 @@ pub struct SshFailure {
 pub enum SshEvent {
     Login(SshLogin),
     Failure(SshFailure),
-    SessionOpened { time: DateTime<FixedOffset>, user: String, sshd_pid: u32 },
-    SessionClosed { time: DateTime<FixedOffset>, user: String, sshd_pid: u32 },
+    SessionOpened {
+        time: DateTime<FixedOffset>,
+        user: String,
+        sshd_pid: u32,
+    },
+    SessionClosed {
+        time: DateTime<FixedOffset>,
+        user: String,
+        sshd_pid: u32,
+    },
 }
