@@ -533,11 +533,7 @@ fn load_tracer(log_level: LogLevel) -> Option<ExecTracer> {
         ..TracerConfig::default()
     };
     match ExecTracer::load(&config) {
-        Ok(tracer) => {
-            let executables = tracer.tracked_executables().len();
-            info!(executables, "kernel exec tracer attached");
-            Some(tracer)
-        }
+        Ok(tracer) => Some(tracer),
         Err(LoadError::NoKernelProgram) => {
             warn!("this build carries no kernel exec tracer; events have no actor");
             None
