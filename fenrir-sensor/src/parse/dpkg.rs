@@ -1155,22 +1155,7 @@ mod tests {
     }
 
     fn version() -> impl Strategy<Value = Option<String>> {
-        prop::option::of(
-            (
-                prop::option::of(0u32..100),
-                "[0-9][0-9A-Za-z.+~]{0,12}",
-                prop::option::of("[0-9A-Za-z.+~]{1,8}"),
-            )
-                .prop_map(|(epoch, upstream, revision)| {
-                    let mut text = epoch.map(|e| format!("{e}:")).unwrap_or_default();
-                    text.push_str(&upstream);
-                    if let Some(revision) = revision {
-                        text.push('-');
-                        text.push_str(&revision);
-                    }
-                    text
-                }),
-        )
+        prop::option::of(crate::parse::version::strategy::version_text())
     }
 
     proptest! {

@@ -265,6 +265,30 @@ fn digit_run<'a>(text: &'a [u8], pos: &mut usize) -> &'a [u8] {
     &text[start..*pos]
 }
 
+/// Generators of valid version strings, shared by the parse stage's property tests.
+#[cfg(test)]
+pub(crate) mod strategy {
+    use proptest::prelude::*;
+
+    /// Valid Debian versions: optional epoch, upstream starting with a digit, optional revision.
+    pub(crate) fn version_text() -> impl Strategy<Value = String> {
+        (
+            prop::option::of(0u32..100),
+            "[0-9][0-9A-Za-z.+~]{0,12}",
+            prop::option::of("[0-9A-Za-z.+~]{1,8}"),
+        )
+            .prop_map(|(epoch, upstream, revision)| {
+                let mut text = epoch.map(|e| format!("{e}:")).unwrap_or_default();
+                text.push_str(&upstream);
+                if let Some(revision) = revision {
+                    text.push('-');
+                    text.push_str(&revision);
+                }
+                text
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -461,23 +485,6 @@ mod tests {
         }
     }
 
-    fn version_text() -> impl Strategy<Value = String> {
-        (
-            prop::option::of(0u32..4),
-            "[0-9][0-9a-z.+~]{0,8}",
-            prop::option::of("[0-9a-z.+~]{1,6}"),
-        )
-            .prop_map(|(epoch, upstream, revision)| {
-                let mut text = epoch.map(|e| format!("{e}:")).unwrap_or_default();
-                text.push_str(&upstream);
-                if let Some(revision) = revision {
-                    text.push('-');
-                    text.push_str(&revision);
-                }
-                text
-            })
-    }
-
     proptest! {
         #[test]
         fn parse_never_panics(text in "\\PC{0,40}") {
@@ -486,9 +493,9 @@ mod tests {
 
         #[test]
         fn ordering_is_a_total_order(
-            a in version_text(),
-            b in version_text(),
-            c in version_text(),
+            a in strategy::version_text(),
+            b in strategy::version_text(),
+            c in strategy::version_text(),
         ) {
             let (a, b, c) = (v(&a), v(&b), v(&c));
             prop_assert_eq!(a.cmp(&b), b.cmp(&a).reverse());
@@ -498,7 +505,7 @@ mod tests {
         }
 
         #[test]
-        fn display_round_trips(text in version_text()) {
+        fn display_round_trips(text in strategy::version_text()) {
             let version = v(&text);
             prop_assert_eq!(v(&version.to_string()).cmp(&version), Ordering::Equal);
         }
