@@ -31,10 +31,23 @@ enum Command {
     /// Follow dpkg.log and emit an event for every package change
     Run(RunArgs),
     /// Print the events of whole log files (plain or .gz, a rotated set in any order)
+    #[command(after_help = "\
+Events are attributed from apt's history log: an event whose dpkg line falls inside one apt \
+run (Start-Date to End-Date) that lists its package gets that run's command and requesting \
+user as its actor; otherwise the actor stays null. Without --apt-history, every \
+apt/history.log* in the directory of each FILE is used, so replaying /var/log/dpkg.log* \
+reads /var/log/apt/history.log*.")]
     Replay {
         /// Host name the events carry [default: this host's name]
         #[arg(long)]
         host: Option<String>,
+        /// apt history log to attribute events from (plain or .gz); repeatable
+        /// [default: every apt/history.log* beside the FILEs]
+        #[arg(long, value_name = "FILE")]
+        apt_history: Vec<PathBuf>,
+        /// Attribute nothing from apt's history log
+        #[arg(long, conflicts_with = "apt_history")]
+        no_apt_history: bool,
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
@@ -131,13 +144,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("configuration is valid: {}", path.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Replay { host, files } => {
+        Command::Replay {
+            host,
+            apt_history,
+            no_apt_history,
+            files,
+        } => {
             let host = host.or(config.host).map_or_else(system_host, Ok)?;
-            let stats = replay::replay(&files, &host, &mut io::stdout().lock())?;
+            let source = if no_apt_history {
+                replay::HistorySource::Disabled
+            } else if apt_history.is_empty() {
+                replay::HistorySource::BesideLogs
+            } else {
+                replay::HistorySource::Files(apt_history)
+            };
+            let history = replay::load_history(&source, &files)?;
+            let stats = replay::replay(&files, &host, &history, &mut io::stdout().lock())?;
             info!(
-                lines = stats.lines,
-                malformed = stats.malformed,
-                changes = stats.changes,
+                lines = stats.interpret.lines,
+                malformed = stats.interpret.malformed,
+                changes = stats.interpret.changes,
+                attributed = stats.attributed,
                 "replay finished"
             );
             Ok(ExitCode::SUCCESS)

@@ -1,10 +1,16 @@
 //! Reads whole dpkg logs — plain or gzip, a rotated set in any order — into events.
 //!
-//! In: file paths. Out: one JSON line per event on a writer, oldest file first, each file in
-//! line order, with default severities. State: one interpreter across all files, so an install
-//! unpacked at the end of one file and configured at the start of the next is judged once.
+//! In: file paths, and apt's history logs of the same host. Out: one JSON line per event on a
+//! writer, oldest file first, each file in line order, with default severities. State: one
+//! interpreter across all files, so an install unpacked at the end of one file and configured
+//! at the start of the next is judged once; the history entries, indexed by start time.
+//!
+//! Past changes have no kernel record, so their actor comes from apt's own history: an event
+//! whose dpkg line falls inside one apt run's window and whose package that run lists gets
+//! the run's command and requesting user. Anything else keeps a `null` actor.
 
-use std::fs::File;
+use std::collections::BTreeSet;
+use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -12,10 +18,14 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 
 use flate2::read::MultiGzDecoder;
+use serde_json::{json, Value};
+use tracing::{debug, info, warn};
 
-use crate::event::Event;
+use crate::event::{escape_control, local_rfc3339, Event};
+use crate::parse::apt_history::{self, AptHistoryEntry, AptHistoryError, AptHistoryIndex};
 use crate::parse::dpkg::{parse_line, LogLine, ParseError};
 use crate::parse::interpret::{InterpretStats, LogInterpreter};
+use crate::parse::PackageChange;
 
 /// Longest line kept; longer ones are counted as malformed.
 const MAX_LINE_BYTES: usize = crate::parse::dpkg::MAX_LINE_LEN;
@@ -31,10 +41,34 @@ pub enum ReplayError {
     },
     #[error("failed to write events")]
     Write(#[source] io::Error),
+    #[error("failed to load apt history")]
+    History(#[source] AptHistoryError),
+}
+
+/// Counters of one replay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayStats {
+    /// What the dpkg logs held.
+    pub interpret: InterpretStats,
+    /// Events given an actor from apt's history.
+    pub attributed: u64,
+}
+
+/// Where the apt history that attributes replayed events comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistorySource {
+    /// No attribution: every actor is `null`.
+    Disabled,
+    /// These files; one that cannot be read stops the replay.
+    Files(Vec<PathBuf>),
+    /// Every `apt/history.log*` in the directories of the dpkg logs, the layout of
+    /// `/var/log`; one that cannot be read (it is often readable by `adm` only) is skipped
+    /// with a warning.
+    BesideLogs,
 }
 
 /// Opens a log, decompressing it when it starts with the gzip magic, whatever its name.
-fn open_log(path: &Path) -> io::Result<Box<dyn BufRead>> {
+pub(crate) fn open_log(path: &Path) -> io::Result<Box<dyn BufRead>> {
     let mut file = File::open(path)?;
     let mut magic = [0_u8; 2];
     let n = file.read(&mut magic)?;
@@ -121,9 +155,11 @@ struct ParsedLine {
 pub fn replay(
     paths: &[PathBuf],
     host: &str,
+    history: &AptHistoryIndex,
     out: &mut dyn Write,
-) -> Result<InterpretStats, ReplayError> {
+) -> Result<ReplayStats, ReplayError> {
     let ordered = chronological(paths);
+    let mut actors = HistoryActors::new(history);
     let (sender, batches) = mpsc::sync_channel::<Result<Batch, ReplayError>>(16);
     let mut out = BufWriter::with_capacity(256 * 1024, out);
 
@@ -136,17 +172,153 @@ pub fn replay(
             for line in batch.lines {
                 let bytes = &batch.text[line.range];
                 for change in interpreter.parsed(line.parsed, bytes, &batch.path, line.line_no) {
-                    write_event(&Event::from_change(&change, host, "dpkg"), &mut out)?;
+                    write_event(&actors.event(&change, host), &mut out)?;
                 }
             }
         }
 
         for change in interpreter.finish() {
-            write_event(&Event::from_change(&change, host, "dpkg"), &mut out)?;
+            write_event(&actors.event(&change, host), &mut out)?;
         }
         out.flush().map_err(ReplayError::Write)?;
-        Ok(interpreter.stats())
+        Ok(ReplayStats {
+            interpret: interpreter.stats(),
+            attributed: actors.attributed,
+        })
     })
+}
+
+/// The history index with each entry's actor object built once.
+struct HistoryActors<'a> {
+    index: &'a AptHistoryIndex,
+    actors: Vec<Value>,
+    attributed: u64,
+}
+
+impl<'a> HistoryActors<'a> {
+    fn new(index: &'a AptHistoryIndex) -> Self {
+        Self {
+            index,
+            actors: index.entries().map(history_actor).collect(),
+            attributed: 0,
+        }
+    }
+
+    /// Builds the event of `change`, with the actor of the one apt run that made it, if any.
+    fn event(&mut self, change: &PackageChange, host: &str) -> Event {
+        let mut event = Event::from_change(change, host, "dpkg");
+        let found = self
+            .index
+            .find(change.timestamp, &change.package, change.arch.as_deref());
+        if let Some(actor) = found.and_then(|position| self.actors.get(position)) {
+            event.actor = Some(actor.clone());
+            self.attributed += 1;
+        }
+        event
+    }
+}
+
+/// Builds the actor object of one apt run; every string from the file is escaped.
+fn history_actor(entry: &AptHistoryEntry) -> Value {
+    let escape = |text: &str| escape_control(text).into_owned();
+    let (user, uid) = match &entry.requested_by {
+        Some((name, uid)) => (Some(escape(name)), *uid),
+        None => (None, None),
+    };
+    json!({
+        "source": "apt-history",
+        "command": entry.commandline.as_deref().map(escape),
+        "user": user,
+        "uid": uid,
+        "apt_start": local_rfc3339(entry.start),
+    })
+}
+
+/// Returns every `apt/history.log*` file in the directories holding `dpkg_logs`, sorted.
+#[must_use]
+pub fn history_beside(dpkg_logs: &[PathBuf]) -> Vec<PathBuf> {
+    let dirs: BTreeSet<PathBuf> = dpkg_logs
+        .iter()
+        .map(|log| match log.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.join("apt"),
+            _ => PathBuf::from("apt"),
+        })
+        .collect();
+    let mut found = BTreeSet::new();
+    for dir in dirs {
+        let Ok(items) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for item in items.flatten() {
+            let is_history = item
+                .file_name()
+                .to_string_lossy()
+                .starts_with("history.log");
+            if is_history && item.path().is_file() {
+                found.insert(item.path());
+            }
+        }
+    }
+    found.into_iter().collect()
+}
+
+/// Reads the apt history `source` names into an index.
+///
+/// # Errors
+/// A named file that cannot be read; files found beside the logs are skipped instead.
+pub fn load_history(
+    source: &HistorySource,
+    dpkg_logs: &[PathBuf],
+) -> Result<AptHistoryIndex, ReplayError> {
+    let (files, strict) = match source {
+        HistorySource::Disabled => return Ok(AptHistoryIndex::default()),
+        HistorySource::Files(files) => (files.clone(), true),
+        HistorySource::BesideLogs => (history_beside(dpkg_logs), false),
+    };
+
+    let mut entries = Vec::new();
+    for path in &files {
+        match apt_history::read_file(path) {
+            Ok(history) => {
+                let stats = history.stats;
+                if stats.malformed_lines + stats.malformed_entries > 0 {
+                    warn!(
+                        path = %path.display(),
+                        malformed_lines = stats.malformed_lines,
+                        malformed_entries = stats.malformed_entries,
+                        "skipped unreadable parts of apt history"
+                    );
+                }
+                debug!(path = %path.display(), entries = stats.entries, "read apt history");
+                entries.extend(history.entries);
+            }
+            Err(err) if strict => return Err(ReplayError::History(err)),
+            Err(err) => {
+                let err = error_chain(&err);
+                warn!(path = %path.display(), error = %err, "skipping unreadable apt history");
+            }
+        }
+    }
+
+    let index = AptHistoryIndex::new(entries);
+    info!(
+        files = files.len(),
+        entries = index.len(),
+        "apt history loaded"
+    );
+    Ok(index)
+}
+
+/// Renders an error with its causes, `outer: inner`.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn write_event(event: &Event, out: &mut impl Write) -> Result<(), ReplayError> {
@@ -181,7 +353,7 @@ fn read_and_parse(paths: &[PathBuf], sender: &mpsc::SyncSender<Result<Batch, Rep
         let mut line_no = 0_u64;
         loop {
             line.clear();
-            match read_bounded_line(&mut reader, &mut line) {
+            match read_bounded_line(&mut reader, &mut line, MAX_LINE_BYTES) {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(err) => {
@@ -222,9 +394,13 @@ fn read_and_parse(paths: &[PathBuf], sender: &mpsc::SyncSender<Result<Batch, Rep
     }
 }
 
-/// Reads one line without its newline, keeping at most one byte past the limit so a huge line
+/// Reads one line without its newline, keeping at most one byte past `max` so a huge line
 /// costs no memory; returns the bytes consumed (0 at end of input).
-fn read_bounded_line(reader: &mut dyn BufRead, line: &mut Vec<u8>) -> io::Result<usize> {
+pub(crate) fn read_bounded_line(
+    reader: &mut dyn BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<usize> {
     let mut consumed = 0;
     loop {
         let available = match reader.fill_buf() {
@@ -239,7 +415,7 @@ fn read_bounded_line(reader: &mut dyn BufRead, line: &mut Vec<u8>) -> io::Result
             Some(newline) => (&available[..newline], Some(newline + 1)),
             None => (available, None),
         };
-        let room = (MAX_LINE_BYTES + 1).saturating_sub(line.len());
+        let room = (max + 1).saturating_sub(line.len());
         line.extend_from_slice(&chunk[..chunk.len().min(room)]);
         let used = done.unwrap_or(available.len());
         reader.consume(used);
@@ -267,16 +443,22 @@ mod tests {
         input.extend_from_slice(b"\nnext\nlast-without-newline");
         let mut reader: Box<dyn BufRead> = Box::new(BufReader::new(&input[..]));
         let mut line = Vec::new();
-        assert_eq!(read_bounded_line(&mut reader, &mut line)?, 1_000_001);
+        assert_eq!(
+            read_bounded_line(&mut reader, &mut line, MAX_LINE_BYTES)?,
+            1_000_001
+        );
         assert_eq!(line.len(), MAX_LINE_BYTES + 1);
         line.clear();
-        read_bounded_line(&mut reader, &mut line)?;
+        read_bounded_line(&mut reader, &mut line, MAX_LINE_BYTES)?;
         assert_eq!(line, b"next");
         line.clear();
-        read_bounded_line(&mut reader, &mut line)?;
+        read_bounded_line(&mut reader, &mut line, MAX_LINE_BYTES)?;
         assert_eq!(line, b"last-without-newline");
         line.clear();
-        assert_eq!(read_bounded_line(&mut reader, &mut line)?, 0);
+        assert_eq!(
+            read_bounded_line(&mut reader, &mut line, MAX_LINE_BYTES)?,
+            0
+        );
         Ok(())
     }
 }

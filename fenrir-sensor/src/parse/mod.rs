@@ -5,6 +5,7 @@
 //! what every action line means (install, upgrade, downgrade, reinstall, …) and which installs
 //! never finished.
 
+pub mod apt_history;
 pub mod dpkg;
 pub mod interpret;
 pub mod transaction;
