@@ -354,3 +354,72 @@ fn an_unprivileged_sensor_warns_once_and_still_reports() -> anyhow::Result<()> {
     assert_eq!(event["actor"], Value::Null);
     Ok(())
 }
+
+/// Packages in the burst: each writes six lines to dpkg.log, so a run of them writes more
+/// than 2,000 lines, and each postinst adds descendants the tracer follows.
+const BURST_PACKAGES: usize = 350;
+
+#[test]
+fn a_burst_of_package_lines_loses_no_kernel_record() -> anyhow::Result<()> {
+    if !require_root("the burst test") {
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    let Some(sensor) = start_with_tracer(&sandbox)? else {
+        return Ok(());
+    };
+    let mut debs = Vec::with_capacity(BURST_PACKAGES);
+    for n in 0..BURST_PACKAGES {
+        let spec = PackageSpec::new(&format!("fenrir-burst-{n:03}"), "1.0-1")
+            .postinst("/bin/true --fenrir-burst");
+        debs.push(sandbox.build(&spec)?.display().to_string());
+    }
+
+    let mut args = vec!["-i"];
+    args.extend(debs.iter().map(String::as_str));
+    sandbox.dpkg_ok(&args)?;
+    let written = fs::read_to_string(sandbox.log())?.lines().count();
+    assert!(written >= 2_000, "the run wrote only {written} lines");
+
+    // One install and one scripts event per package.
+    let events = sensor.events(2 * BURST_PACKAGES, Duration::from_secs(90))?;
+    let installs: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["category"] == "package_install")
+        .collect();
+    assert_eq!(installs.len(), BURST_PACKAGES);
+    let pid = &installs[0]["actor"]["pid"];
+    assert!(
+        pid.is_u64(),
+        "the first install has no actor: {:#}",
+        installs[0]
+    );
+    for install in &installs {
+        assert_eq!(&install["actor"]["pid"], pid, "one dpkg run: {install:#}");
+    }
+    let scripts = events
+        .iter()
+        .filter(|e| e["category"] == "package_scripts")
+        .filter(|e| {
+            e["scripts"]["commands"].as_array().is_some_and(|commands| {
+                commands
+                    .iter()
+                    .any(|c| c["command"] == "/bin/true --fenrir-burst")
+            })
+        })
+        .count();
+    assert_eq!(
+        scripts, BURST_PACKAGES,
+        "every postinst's command was traced"
+    );
+
+    // The sensor reads the kernel's drop counter on every poll and reports any loss.
+    let extra = sensor.drain(Duration::from_secs(3));
+    assert!(extra.is_empty(), "unexpected events: {extra:#?}");
+    let stderr = sensor.stderr();
+    assert!(
+        !stderr.contains("ring buffer full"),
+        "kernel records were lost:\n{stderr}"
+    );
+    Ok(())
+}

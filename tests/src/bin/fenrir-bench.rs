@@ -3,15 +3,21 @@
 //! - append → event latency of `fenrir-sensor run` (p50/p99 over many appends), beside a
 //!   reader that polls the log every 2 seconds, as agent-based file monitors do by default;
 //! - replay throughput over a history of more than a million real dpkg lines;
-//! - resident memory of a running sensor after bursts of lines.
+//! - resident memory of a running sensor after bursts of lines, without and with the kernel
+//!   exec tracer;
+//! - the kernel tracer's cost: in-kernel nanoseconds per run of its programs (from the
+//!   sensor's own `/proc/<pid>/fdinfo`, with `kernel.bpf_stats_enabled`) and the wall time of
+//!   many fork+execs with and without a running sensor.
 //!
 //! The machine is shared and noisy: every figure is measured several times in one run and shown
 //! as min / median / max, and comparisons are ratios from the same run.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -24,6 +30,14 @@ const POLL_APPENDS: usize = 10;
 const POLL_PERIOD: Duration = Duration::from_secs(2);
 /// Lines of the replay history.
 const HISTORY_LINES: usize = 1_200_000;
+/// Fork+execs of `/bin/true` in one round of the exec figures.
+const EXECS_PER_ROUND: usize = 5_000;
+/// Rounds of the exec figures on each side (with and without a sensor).
+const EXEC_ROUNDS: usize = 4;
+/// The switch that makes the kernel count run time and runs of every BPF program.
+const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+/// How long a starting sensor may take to report `sensor ready`.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn main() -> anyhow::Result<()> {
     let binary = sensor_binary()?;
@@ -37,21 +51,30 @@ fn main() -> anyhow::Result<()> {
     let latency = append_latency(&binary, work.path())?;
     let polling = polling_latency(work.path())?;
     let replay = replay_throughput(&binary, work.path())?;
-    let rss = steady_rss(&binary, work.path())?;
+    let rss = steady_rss(&binary, work.path(), Tracer::Off)?;
+    let kernel = kernel_figures(&binary, work.path())?;
 
     row("append→event p50 (µs)", &latency.p50);
     row("append→event p99 (µs)", &latency.p99);
     row("2 s polling reader append→read (µs)", &polling);
     row("replay throughput (MB/s)", &replay);
     row("run RSS after 3×10k-line bursts (kB)", &rss);
+    match &kernel {
+        Kernel::Measured(figures) => figures.print_rows(),
+        Kernel::Skipped(reason) => println!("skipping: {reason}"),
+    }
 
     let p50 = median(&latency.p50);
     println!();
     println!("targets: p50 ≤ 300 µs, p99 ≤ 2000 µs, replay ≥ 200 MB/s, RSS ≤ 16384 kB");
+    println!("         exec program ≤ 1500 ns/run, fork+exec slowdown ≤ 1 %");
     println!(
         "polling reader median / fenrir p50 median: {:.0}× slower",
         median(&polling) / p50.max(1.0)
     );
+    if let Kernel::Measured(figures) = &kernel {
+        figures.print_summary();
+    }
     Ok(())
 }
 
@@ -103,43 +126,120 @@ struct Latency {
     p99: Vec<f64>,
 }
 
-/// Starts `fenrir-sensor run` on `log` with events on stdout; returns the child and a reader.
-fn start_sensor(
-    binary: &Path,
-    dir: &Path,
-    log: &Path,
-) -> anyhow::Result<(std::process::Child, BufReader<std::process::ChildStdout>)> {
-    let state = dir.join(format!(
-        "state-{}",
-        log.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    let mut child = Command::new(binary)
-        .args([
+/// Whether a started sensor loads the kernel exec tracer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tracer {
+    Off,
+    On,
+}
+
+/// A running `fenrir-sensor run` with events on a pipe.
+///
+/// Killed when dropped, so that an error in the bench never leaves a sensor (and its kernel
+/// programs) running.
+struct RunningSensor {
+    child: Child,
+    events: BufReader<ChildStdout>,
+    /// Whether the sensor reported its kernel tracer attached.
+    attribution: bool,
+    /// What the sensor said before it became ready, to explain a missing tracer.
+    startup: Vec<String>,
+}
+
+impl RunningSensor {
+    /// Starts the sensor on `log` and waits until it reports `sensor ready`.
+    fn start(binary: &Path, dir: &Path, log: &Path, tracer: Tracer) -> anyhow::Result<Self> {
+        let state = dir.join(format!(
+            "state-{}",
+            log.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        ));
+        let mut command = Command::new(binary);
+        command.args([
             "run",
             "--no-journald",
-            "--no-ebpf",
             "--host",
             "bench",
             "--log-level",
-            "warn",
-        ])
-        .arg("--dpkg-log")
-        .arg(log)
-        .arg("--dpkg-admindir")
-        .arg(dir)
-        .arg("--state-dir")
-        .arg(state)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("failed to start fenrir-sensor")?;
-    let stdout = child.stdout.take().context("stdout is piped")?;
-    // Give the sensor time to open the log and set its watch.
-    thread::sleep(Duration::from_millis(500));
-    Ok((child, BufReader::new(stdout)))
+            "info",
+        ]);
+        if tracer == Tracer::Off {
+            command.arg("--no-ebpf");
+        }
+        let mut child = command
+            .arg("--dpkg-log")
+            .arg(log)
+            .arg("--dpkg-admindir")
+            .arg(dir)
+            .arg("--state-dir")
+            .arg(state)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("failed to start fenrir-sensor")?;
+        let stdout = child.stdout.take().context("stdout is piped")?;
+        let stderr = child.stderr.take().context("stderr is piped")?;
+        let mut sensor = Self {
+            child,
+            events: BufReader::new(stdout),
+            attribution: false,
+            startup: Vec::new(),
+        };
+
+        // Startup lines come back to decide readiness; later ones only matter when they warn.
+        let (startup_tx, startup_rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut ready = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !ready {
+                    ready = line.contains("sensor ready");
+                    let _ = startup_tx.send(line);
+                } else if line.contains("WARN") || line.contains("ERROR") {
+                    eprintln!("sensor: {line}");
+                }
+            }
+        });
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = startup_rx.recv_timeout(left) else {
+                bail!(
+                    "sensor never became ready; it said:\n{}",
+                    sensor.startup.join("\n")
+                );
+            };
+            let ready = line.contains("sensor ready");
+            sensor.attribution |= ready && line.contains("attribution=true");
+            sensor.startup.push(line);
+            if ready {
+                return Ok(sensor);
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Explains why the sensor runs without its tracer, from what it said at startup.
+    fn why_untraced(&self) -> String {
+        self.startup
+            .iter()
+            .find(|line| line.contains("kernel exec tracer"))
+            .map_or_else(
+                || "the sensor did not attach its kernel exec tracer".to_owned(),
+                |line| format!("the sensor did not attach its kernel exec tracer: {line}"),
+            )
+    }
+}
+
+impl Drop for RunningSensor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A real dpkg line that produces exactly one event and leaves no install pending.
@@ -150,7 +250,7 @@ fn remove_line(n: usize) -> String {
 fn append_latency(binary: &Path, dir: &Path) -> anyhow::Result<Latency> {
     let log = dir.join("latency.log");
     File::create(&log)?;
-    let (mut child, mut events) = start_sensor(binary, dir, &log)?;
+    let mut sensor = RunningSensor::start(binary, dir, &log, Tracer::Off)?;
     let mut writer = OpenOptions::new().append(true).open(&log)?;
 
     let mut p50 = Vec::new();
@@ -164,7 +264,7 @@ fn append_latency(binary: &Path, dir: &Path) -> anyhow::Result<Latency> {
             // One write per line, as dpkg does on its O_APPEND handle.
             writer.write_all(text.as_bytes())?;
             line.clear();
-            events.read_line(&mut line)?;
+            sensor.events.read_line(&mut line)?;
             samples.push(start.elapsed().as_secs_f64() * 1e6);
             if !line.contains("package_remove") {
                 bail!("unexpected sensor output: {line}");
@@ -176,8 +276,6 @@ fn append_latency(binary: &Path, dir: &Path) -> anyhow::Result<Latency> {
         p50.push(percentile(&samples, 500));
         p99.push(percentile(&samples, 990));
     }
-    child.kill()?;
-    child.wait()?;
     Ok(Latency { p50, p99 })
 }
 
@@ -293,10 +391,14 @@ fn rss_kb(pid: u32) -> anyhow::Result<f64> {
         .parse()?)
 }
 
-fn steady_rss(binary: &Path, dir: &Path) -> anyhow::Result<Vec<f64>> {
-    let log = dir.join("rss.log");
+/// Returns `VmRSS` of a sensor after each of three 10,000-line bursts.
+fn steady_rss(binary: &Path, dir: &Path, tracer: Tracer) -> anyhow::Result<Vec<f64>> {
+    let log = dir.join(match tracer {
+        Tracer::Off => "rss.log",
+        Tracer::On => "rss-traced.log",
+    });
     File::create(&log)?;
-    let (mut child, mut events) = start_sensor(binary, dir, &log)?;
+    let mut sensor = RunningSensor::start(binary, dir, &log, tracer)?;
     let mut writer = OpenOptions::new().append(true).open(&log)?;
     let mut samples = Vec::new();
     let mut line = String::new();
@@ -307,12 +409,277 @@ fn steady_rss(binary: &Path, dir: &Path) -> anyhow::Result<Vec<f64>> {
         writer.write_all(text.as_bytes())?;
         for _ in 0..10_000 {
             line.clear();
-            events.read_line(&mut line)?;
+            sensor.events.read_line(&mut line)?;
         }
         thread::sleep(Duration::from_millis(300));
-        samples.push(rss_kb(child.id())?);
+        samples.push(rss_kb(sensor.pid())?);
     }
-    child.kill()?;
-    child.wait()?;
     Ok(samples)
+}
+
+/// The kernel tracer's figures, or why they could not be measured here.
+enum Kernel {
+    Measured(KernelFigures),
+    Skipped(String),
+}
+
+struct KernelFigures {
+    /// In-kernel ns per run of each program, one sample per traced round.
+    exec_ns: Vec<f64>,
+    fork_ns: Vec<f64>,
+    exit_ns: Vec<f64>,
+    /// Wall time of one round of fork+execs, in ms.
+    without_ms: Vec<f64>,
+    with_ms: Vec<f64>,
+    rss: Vec<f64>,
+    /// Other processes' programs on the exec tracepoint when the figures were taken.
+    foreign_programs: usize,
+}
+
+impl KernelFigures {
+    fn print_rows(&self) {
+        row("run+eBPF RSS after 3×10k-line bursts (kB)", &self.rss);
+        row("exec program, untracked exec (ns/run)", &self.exec_ns);
+        row("fork program (ns/run)", &self.fork_ns);
+        row("exit program (ns/run)", &self.exit_ns);
+        row(
+            &format!("{EXECS_PER_ROUND} fork+exec /bin/true, no sensor (ms)"),
+            &self.without_ms,
+        );
+        row(
+            &format!("{EXECS_PER_ROUND} fork+exec /bin/true, sensor+eBPF (ms)"),
+            &self.with_ms,
+        );
+        let paired: Vec<f64> = self
+            .with_ms
+            .iter()
+            .zip(&self.without_ms)
+            .map(|(with, without)| (with / without - 1.0) * 100.0)
+            .collect();
+        row("fork+exec slowdown, paired rounds (%)", &paired);
+    }
+
+    fn print_summary(&self) {
+        let ratio = median(&self.with_ms) / median(&self.without_ms).max(f64::MIN_POSITIVE);
+        println!(
+            "fork+exec with sensor / without, ratio of medians: {ratio:.4} ({:+.2} %)",
+            (ratio - 1.0) * 100.0
+        );
+        if self.foreign_programs > 0 {
+            println!(
+                "note: {} other program(s) on sched_process_exec were attached on this host \
+                 and ran on both sides",
+                self.foreign_programs
+            );
+        }
+    }
+}
+
+/// Measures the kernel tracer in one run, alternating rounds with and without a sensor.
+fn kernel_figures(binary: &Path, dir: &Path) -> anyhow::Result<Kernel> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(Kernel::Skipped(
+            "kernel figures need root to load the exec tracer".to_owned(),
+        ));
+    }
+    if !Path::new(BPF_STATS_SYSCTL).exists() {
+        return Ok(Kernel::Skipped(format!(
+            "{BPF_STATS_SYSCTL} is missing: this kernel cannot count BPF run time"
+        )));
+    }
+
+    let log = dir.join("exec.log");
+    File::create(&log)?;
+    let probe = RunningSensor::start(binary, dir, &log, Tracer::On)?;
+    if !probe.attribution {
+        return Ok(Kernel::Skipped(probe.why_untraced()));
+    }
+    if let Err(error) = tracepoint_programs(probe.pid()) {
+        return Ok(Kernel::Skipped(format!("{error:#}")));
+    }
+    let foreign_programs = foreign_exec_programs(probe.pid());
+    drop(probe);
+
+    let rss = steady_rss(binary, dir, Tracer::On)?;
+    let mut figures = KernelFigures {
+        exec_ns: Vec::new(),
+        fork_ns: Vec::new(),
+        exit_ns: Vec::new(),
+        without_ms: Vec::new(),
+        with_ms: Vec::new(),
+        rss,
+        foreign_programs,
+    };
+
+    // Both sides run with statistics on, so its own small cost cannot pass for the sensor's.
+    let _stats = BpfStats::enable()?;
+    for round in 0..EXEC_ROUNDS {
+        // Swap the order every round so that drift of the shared machine hits both sides.
+        if round % 2 == 0 {
+            figures.without_ms.push(exec_burst()?);
+            traced_round(binary, dir, &log, &mut figures)?;
+        } else {
+            traced_round(binary, dir, &log, &mut figures)?;
+            figures.without_ms.push(exec_burst()?);
+        }
+    }
+    Ok(Kernel::Measured(figures))
+}
+
+/// Runs one round of fork+execs under a fresh sensor and records its programs' cost.
+fn traced_round(
+    binary: &Path,
+    dir: &Path,
+    log: &Path,
+    figures: &mut KernelFigures,
+) -> anyhow::Result<()> {
+    let sensor = RunningSensor::start(binary, dir, log, Tracer::On)?;
+    if !sensor.attribution {
+        bail!("{}", sensor.why_untraced());
+    }
+    let before = tracepoint_programs(sensor.pid())?;
+    figures.with_ms.push(exec_burst()?);
+    let after = tracepoint_programs(sensor.pid())?;
+
+    for (tracepoint, samples) in [
+        ("sched_process_exec", &mut figures.exec_ns),
+        ("sched_process_fork", &mut figures.fork_ns),
+        ("sched_process_exit", &mut figures.exit_ns),
+    ] {
+        let (Some(start), Some(end)) = (before.get(tracepoint), after.get(tracepoint)) else {
+            bail!("the sensor has no program on {tracepoint}");
+        };
+        let runs = end.run_count.saturating_sub(start.run_count);
+        if runs == 0 {
+            bail!("the program on {tracepoint} never ran: is kernel.bpf_stats_enabled reset?");
+        }
+        #[expect(clippy::cast_precision_loss, reason = "figures for display")]
+        let ns_per_run = end.run_time_ns.saturating_sub(start.run_time_ns) as f64 / runs as f64;
+        samples.push(ns_per_run);
+    }
+    Ok(())
+}
+
+/// Times `EXECS_PER_ROUND` fork+execs of `/bin/true`, each waited for; returns ms.
+fn exec_burst() -> anyhow::Result<f64> {
+    let start = Instant::now();
+    for _ in 0..EXECS_PER_ROUND {
+        let status = Command::new("/bin/true")
+            .status()
+            .context("failed to run /bin/true")?;
+        if !status.success() {
+            bail!("/bin/true exited with {status}");
+        }
+    }
+    Ok(start.elapsed().as_secs_f64() * 1e3)
+}
+
+/// Turns `kernel.bpf_stats_enabled` on and back to its previous value when dropped.
+struct BpfStats {
+    previous: String,
+}
+
+impl BpfStats {
+    fn enable() -> anyhow::Result<Self> {
+        let previous = fs::read_to_string(BPF_STATS_SYSCTL)
+            .with_context(|| format!("failed to read {BPF_STATS_SYSCTL}"))?
+            .trim()
+            .to_owned();
+        fs::write(BPF_STATS_SYSCTL, "1")
+            .with_context(|| format!("failed to enable {BPF_STATS_SYSCTL}"))?;
+        Ok(Self { previous })
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        if let Err(error) = fs::write(BPF_STATS_SYSCTL, &self.previous) {
+            eprintln!(
+                "failed to restore {BPF_STATS_SYSCTL} to {}: {error}",
+                self.previous
+            );
+        }
+    }
+}
+
+/// Run statistics of one loaded program, as its fdinfo shows them.
+#[derive(Debug, Clone, Copy)]
+struct ProgramRuns {
+    run_time_ns: u64,
+    run_count: u64,
+}
+
+/// Reads the run statistics of every program `pid` holds attached to a tracepoint, by name.
+///
+/// The kernel cuts program names to 15 bytes (`sched_process_e` is both exec and exit), so
+/// the name comes from the link's `tp_name` and the link's `prog_id` leads to the program.
+fn tracepoint_programs(pid: u32) -> anyhow::Result<HashMap<String, ProgramRuns>> {
+    let mut links = Vec::new();
+    let mut programs = HashMap::new();
+    for fdinfo in fdinfos(pid)? {
+        let field = |key: &str| {
+            fdinfo.lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                (name == key).then(|| value.trim().to_owned())
+            })
+        };
+        let number = |key: &str| field(key).and_then(|value| value.parse::<u64>().ok());
+        match (field("tp_name"), field("prog_type"), number("prog_id")) {
+            (Some(tracepoint), _, Some(id)) => links.push((tracepoint, id)),
+            (None, Some(_), Some(id)) => {
+                let runs = ProgramRuns {
+                    run_time_ns: number("run_time_ns").unwrap_or(0),
+                    run_count: number("run_cnt").unwrap_or(0),
+                };
+                programs.insert(id, runs);
+            }
+            _ => {}
+        }
+    }
+
+    let attached: HashMap<String, ProgramRuns> = links
+        .into_iter()
+        .filter_map(|(tracepoint, id)| Some((tracepoint, *programs.get(&id)?)))
+        .collect();
+    if !attached.contains_key("sched_process_exec") {
+        bail!("no program on sched_process_exec among the fds of sensor pid {pid}");
+    }
+    Ok(attached)
+}
+
+/// Returns the fdinfo text of every open fd of `pid`.
+fn fdinfos(pid: u32) -> anyhow::Result<Vec<String>> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    let entries = fs::read_dir(&dir).with_context(|| format!("failed to list {dir}"))?;
+
+    // An fd closed between the listing and the read is simply gone.
+    Ok(entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| fs::read_to_string(entry.path()).ok())
+        .collect())
+}
+
+/// Counts other processes holding a program on the exec tracepoint, which runs on both sides.
+fn foreign_exec_programs(sensor: u32) -> usize {
+    let Ok(processes) = fs::read_dir("/proc") else {
+        return 0;
+    };
+    processes
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != sensor)
+        .filter_map(|pid| fdinfos(pid).ok())
+        .map(|infos| {
+            infos
+                .iter()
+                .filter(|info| {
+                    info.lines().any(|line| {
+                        line.split_once(':').is_some_and(|(key, value)| {
+                            key == "tp_name" && value.trim() == "sched_process_exec"
+                        })
+                    })
+                })
+                .count()
+        })
+        .sum()
 }
