@@ -448,25 +448,28 @@ impl Drop for SshCorrelator {
 /// the login. A process that has exited cannot be checked and is taken as the login's.
 fn is_same_process(pid: u32, login: &SshLogin) -> bool {
     match process_start(pid) {
-        Some(started) => {
-            let login_time = SystemTime::from(login.time);
-            started <= login_time + Duration::from_secs(2)
-        }
+        Some(started) => started <= SystemTime::from(login.time) + START_SLACK,
         None => true,
     }
 }
 
-/// Returns when process `pid` started, from `/proc`.
+/// How much later than its login an sshd may seem to have started: log stamps are cut to
+/// whole seconds, and the wall clock may have been stepped since.
+const START_SLACK: Duration = Duration::from_secs(10);
+
+/// Returns when process `pid` started, in today's wall-clock terms, from `/proc`.
+///
+/// The start is kept in clock ticks since boot; it is placed relative to the current uptime
+/// rather than to the boot time `/proc/stat` recorded, which a stepped clock leaves behind.
 fn process_start(pid: u32) -> Option<SystemTime> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces and parentheses; fields resume after the last `)`.
     let after = stat.rsplit_once(')')?.1;
     let ticks: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
-    let boot: u64 = std::fs::read_to_string("/proc/stat")
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
         .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
+        .split_whitespace()
+        .next()?
         .parse()
         .ok()?;
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
@@ -474,11 +477,11 @@ fn process_start(pid: u32) -> Option<SystemTime> {
         .flatten()
         .and_then(|hz| u64::try_from(hz).ok())
         .filter(|&hz| hz > 0)?;
-    Some(
-        SystemTime::UNIX_EPOCH
-            + Duration::from_secs(boot)
-            + Duration::from_millis(ticks * 1000 / hz),
-    )
+    let age = Duration::try_from_secs_f64(uptime)
+        .ok()?
+        .checked_sub(Duration::from_millis(ticks * 1000 / hz))
+        .unwrap_or_default();
+    SystemTime::now().checked_sub(age)
 }
 
 /// Returns how far back the journal is read on a first start: the learning period.

@@ -103,7 +103,7 @@ impl Reader {
                 thread::Builder::new()
                     .name("fenrir-auth-log".into())
                     .spawn(move || {
-                        follow_auth_log(&path, checkpoint.as_ref(), &options, &sender, &stop)
+                        follow_auth_log(&path, checkpoint.as_ref(), &options, &sender, &stop);
                     })?
             }
             LoginSource::Journal { journalctl } => {
