@@ -572,6 +572,8 @@ impl RuleEngine {
             );
         }
         let Some(ssh) = ssh else { return };
+        // TODO: only logins already read count here; a login of another session that reaches
+        // the sensor after the change (within the reader's latency) does not raise it.
         let window = self.correlation_window();
         let nearby = ssh
             .unusual_logins_before(at.fixed_offset(), window)
