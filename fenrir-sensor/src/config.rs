@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::integrity::IntegrityConfig;
 use crate::rule::RulesConfig;
 use crate::sink::hook::HooksConfig;
 use crate::source::ssh::SshConfig;
@@ -38,6 +39,7 @@ pub struct Config {
     pub ssh: SshConfig,
     pub rules: RulesConfig,
     pub hooks: HooksConfig,
+    pub integrity: IntegrityConfig,
 }
 
 impl Default for Config {
@@ -55,6 +57,7 @@ impl Default for Config {
             ssh: SshConfig::default(),
             rules: RulesConfig::default(),
             hooks: HooksConfig::default(),
+            integrity: IntegrityConfig::default(),
         }
     }
 }
@@ -66,6 +69,8 @@ pub struct DpkgConfig {
     pub log: PathBuf,
     /// The admin directory whose lock tells when a dpkg run has ended.
     pub admin_dir: PathBuf,
+    /// The root dpkg installs into; derived from `admin_dir` when absent.
+    pub root: Option<PathBuf>,
 }
 
 impl Default for DpkgConfig {
@@ -73,6 +78,7 @@ impl Default for DpkgConfig {
         Self {
             log: PathBuf::from("/var/log/dpkg.log"),
             admin_dir: PathBuf::from("/var/lib/dpkg"),
+            root: None,
         }
     }
 }
@@ -323,6 +329,7 @@ impl Config {
         if self.delivery.retry_initial_ms > self.delivery.retry_max_ms {
             return Err("key `delivery.retry_initial_ms`: must not exceed retry_max_ms".into());
         }
+        self.integrity.validate()?;
         for output in &self.sinks.json.outputs {
             if output.is_empty() {
                 return Err("key `sinks.json.outputs`: an output is empty".into());

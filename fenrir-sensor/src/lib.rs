@@ -8,11 +8,15 @@
 //!     → sink (JSON, journald, hooks)
 //! ```
 //!
+//! Beside the pipeline, [`integrity`] compares the log, the kernel and dpkg's database and
+//! checks installed files against what was installed.
+//!
 //! `main.rs` only wires these stages together; every decision lives in them.
 
 pub mod attribute;
 pub mod config;
 pub mod event;
+pub mod integrity;
 pub mod parse;
 pub mod pipeline;
 pub mod replay;

@@ -26,6 +26,7 @@ use crate::attribute::ssh::{learn_since, SshCorrelator};
 use crate::attribute::Attributor;
 use crate::config::{Config, LogLevel};
 use crate::event::Event;
+use crate::integrity::Integrity;
 use crate::parse::interpret::LogInterpreter;
 use crate::parse::PackageChange;
 use crate::rule::{RuleEngine, Verdict};
@@ -108,6 +109,10 @@ struct Pipeline {
     rules: RuleEngine,
     hooks: Option<Hooks>,
     suppressed: u64,
+    /// Integrity checks: installed files, the log's own history, unlogged database changes.
+    integrity: Integrity,
+    /// Consecutive polls that found the dpkg database unlocked, for the integrity checks.
+    quiet_polls: u32,
 }
 
 impl Pipeline {
@@ -136,6 +141,8 @@ impl Pipeline {
                     info!(path = %self.tailer.path().display(), "log readable again");
                 }
                 self.note(&notices);
+                let found = self.integrity.read(&lines, &notices, &self.tailer);
+                self.emit(found);
                 if lines.is_empty() {
                     break;
                 }
@@ -145,6 +152,7 @@ impl Pipeline {
                 continue;
             };
 
+            self.integrity.line(&line.bytes);
             let changes = self
                 .interpreter
                 .line(&line.bytes, self.tailer.path(), line.line_no);
@@ -168,6 +176,7 @@ impl Pipeline {
                     attributor.note_unpacked(actor, &change.package, change.arch.as_deref());
                 }
             }
+            self.integrity.change(&change, event.actor.as_ref());
             if !self.judge(&mut event) {
                 continue;
             }
@@ -251,6 +260,52 @@ impl Pipeline {
         self.save_checkpoint(position);
     }
 
+    /// Sends events of the integrity stage (not tied to a log line) to the sinks.
+    fn emit(&mut self, events: Vec<Event>) {
+        for mut event in events {
+            if !self.judge(&mut event) {
+                continue;
+            }
+            self.events += 1;
+            if !self.dispatcher.dispatch(event) {
+                warn!("no sink accepted an integrity event; it is retried with its sink");
+            }
+        }
+    }
+
+    /// Runs the integrity checks due on a poll, and those that wait for a quiet database: no
+    /// package manager holds it for two polls and the log is read to its end.
+    fn check_integrity(&mut self) {
+        let found = self.integrity.poll(&self.tailer);
+        self.emit(found);
+        if !self.integrity.has_idle_work() || self.held.is_some() {
+            self.quiet_polls = 0;
+            return;
+        }
+        match dpkg_lock_state(&self.admin_dir) {
+            Ok(LockState::Held { .. }) => {
+                self.quiet_polls = 0;
+                return;
+            }
+            Ok(LockState::Free) | Err(_) => self.quiet_polls += 1,
+        }
+        if self.quiet_polls < FREE_POLLS_BEFORE_FINISH {
+            return;
+        }
+        self.pump();
+        self.drain_kernel();
+        if self.held.is_some() {
+            return;
+        }
+        let since = self.integrity.checked_at();
+        let runs = self
+            .kernel
+            .as_mut()
+            .map(|(_, attributor)| attributor.runs_since(since));
+        let found = self.integrity.idle(runs.as_deref());
+        self.emit(found);
+    }
+
     /// Moves every waiting kernel record into the attributor.
     fn drain_kernel(&mut self) {
         let Some((tracer, attributor)) = self.kernel.as_mut() else {
@@ -321,6 +376,7 @@ impl Pipeline {
 
     fn save_checkpoint(&mut self, position: Option<Position>) {
         let Some(position) = position else { return };
+        let witness = self.integrity.witness_state(&position);
         let mut checkpoint = Checkpoint::new(
             self.tailer.path().to_path_buf(),
             position.identity,
@@ -328,6 +384,7 @@ impl Pipeline {
             position.offset,
         );
         checkpoint.transactions = self.interpreter.saved_state();
+        checkpoint.witness = witness;
         if self.saved.as_ref() == Some(&checkpoint) {
             return;
         }
@@ -452,6 +509,7 @@ impl Pipeline {
             host: host.clone(),
         };
         let hooks = Hooks::start(&config.hooks, &journal).context("failed to start the hooks")?;
+        let (integrity, found) = Integrity::start(config, &tailer, checkpoint.as_ref(), &host);
         let mut pipeline = Self {
             tailer,
             kernel,
@@ -472,8 +530,11 @@ impl Pipeline {
             rules,
             hooks,
             suppressed: 0,
+            integrity,
+            quiet_polls: 0,
         };
         pipeline.note(&notices);
+        pipeline.emit(found);
         Ok(pipeline)
     }
 
@@ -481,6 +542,8 @@ impl Pipeline {
     fn stop(mut self) -> RunSummary {
         // Deliver what is already written before stopping, so a restart repeats nothing.
         self.pump();
+        let found = self.integrity.close();
+        self.emit(found);
         if let Some(ssh) = self.ssh.as_mut() {
             ssh.close();
         }
@@ -543,6 +606,7 @@ pub async fn run(
     };
     let mut kernel_drain = tokio::time::interval(TracerConfig::default().drain_interval);
     let mut pipeline = Pipeline::start(config, host, tracer)?;
+    let verified = pipeline.integrity.ready();
 
     // A package manager's exec wakes this descriptor; its descendants' records do not, and
     // are collected by the drain timer and before every batch of lines.
@@ -582,6 +646,7 @@ pub async fn run(
             _ = poll.tick() => {
                 pipeline.pump();
                 pipeline.finish_runs_if_idle();
+                pipeline.check_integrity();
                 pipeline.check_kernel_drops();
                 if let Some(ssh) = pipeline.ssh.as_mut() {
                     ssh.drain();
@@ -594,6 +659,10 @@ pub async fn run(
                 pipeline.drain_kernel();
             }
             _ = kernel_drain.tick(), if pipeline.kernel.is_some() => pipeline.drain_kernel(),
+            () = verified.notified() => {
+                let found = pipeline.integrity.take_verified();
+                pipeline.emit(found);
+            }
             () = sleep_until(retry) => {
                 pipeline.dispatcher.retry_due();
                 pipeline.pump();

@@ -3,8 +3,9 @@
 //! In: [`KernelRecord`]s (every exec of a package manager and of its descendants, every exit),
 //! and, for each log line, its time. Out: the actor — who ran the dpkg that wrote the line,
 //! from which login session, through which command — as the JSON object events carry. State:
-//! the recent dpkg runs on the followed admin directory and the package-manager execs above
-//! them, both bounded.
+//! the recent dpkg runs on the followed admin directory (whichever log they write, so runs
+//! that bypass the followed log can be named) and the package-manager execs above them, both
+//! bounded.
 //!
 //! A line is attributed to a dpkg process only on evidence: dpkg holds an fcntl lock on its
 //! admin directory for its whole run, so the lock holder, when it is a dpkg run the kernel saw
@@ -55,12 +56,16 @@ const WRITING_OPTIONS: &[&str] = &[
     "-A",
 ];
 
-/// One dpkg process the kernel saw start on the followed log and admin directory.
+/// One dpkg process the kernel saw start on the followed admin directory.
 #[derive(Debug, Clone)]
 struct DpkgRun {
     exec: ExecRecord,
     started: SystemTime,
     ended: Option<SystemTime>,
+    /// The log the run writes (`--log`, or dpkg's default).
+    log: PathBuf,
+    /// Whether that is the followed log, so the run's lines are attributed to it.
+    writes_followed_log: bool,
 }
 
 /// A dpkg run that ended, with what its maintainer scripts ran.
@@ -138,7 +143,8 @@ impl Attributor {
         }
         if is_dpkg(&exec) {
             let (log, admin_dir) = dpkg_paths(&exec.argv);
-            if log == self.log && admin_dir == self.admin_dir && is_writing(&exec.argv) {
+            // Runs that log elsewhere are kept too: their changes never reach the followed log.
+            if admin_dir == self.admin_dir && is_writing(&exec.argv) {
                 let started = self.wall_time(exec.ktime);
                 if self.runs.len() == MAX_RUNS {
                     self.runs.pop_front();
@@ -147,6 +153,8 @@ impl Attributor {
                     exec: exec.clone(),
                     started,
                     ended: None,
+                    writes_followed_log: log == self.log,
+                    log,
                 });
             }
         }
@@ -236,9 +244,29 @@ impl Attributor {
         Some(self.actor(&run.exec))
     }
 
+    /// Returns the dpkg runs on the followed admin directory that were still running at or
+    /// started after `since`, oldest first.
+    pub fn runs_since(&mut self, since: SystemTime) -> Vec<crate::integrity::RunSeen> {
+        let runs: Vec<DpkgRun> = self
+            .runs
+            .iter()
+            .filter(|run| run.ended.is_none_or(|ended| ended + STAMP_SLACK >= since))
+            .cloned()
+            .collect();
+        runs.into_iter()
+            .map(|run| crate::integrity::RunSeen {
+                actor: self.actor(&run.exec),
+                log: run.log,
+                writes_followed_log: run.writes_followed_log,
+                ended: run.ended,
+            })
+            .collect()
+    }
+
     /// Finds the dpkg run that wrote a line at `written`.
     fn writer(&self, written: SystemTime) -> Option<&DpkgRun> {
-        let started_before = |run: &&DpkgRun| run.started <= written + STAMP_SLACK;
+        let started_before =
+            |run: &&DpkgRun| run.writes_followed_log && run.started <= written + STAMP_SLACK;
 
         // The lock holder is the writer, if it is a run the kernel saw start in time.
         if let Ok(LockState::Held { pid: Some(pid) }) = dpkg_lock_holder(&self.admin_dir) {
