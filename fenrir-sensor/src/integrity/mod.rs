@@ -34,6 +34,7 @@ use crate::event::{escape_control, Category, Event, IntegritySubject};
 use crate::parse::dpkg::PackageRef;
 use crate::parse::PackageChange;
 use crate::source::checkpoint::Checkpoint;
+use crate::source::lock::{dpkg_lock_state, LockState};
 use crate::source::tail::{Line, Position, TailNotice, Tailer};
 use check::{FileKind, Verification};
 use database::{DatabaseWitness, Unlogged};
@@ -182,9 +183,17 @@ impl Integrity {
             events.extend(found.iter().map(|t| tamper_event(t, host)));
             witness
         });
-        let database = settings
-            .unlogged
-            .then(|| DatabaseWitness::start(&admin_dir));
+        let database = settings.unlogged.then(|| {
+            let mut database = DatabaseWitness::start(&admin_dir);
+            // The baseline is the database as the sensor starts, so a change made right after
+            // the start is already compared with it; a database in use waits for a quiet poll.
+            if matches!(dpkg_lock_state(&admin_dir), Ok(LockState::Free)) {
+                if let Err(err) = database.check(false) {
+                    debug!(error = %format!("{:#}", anyhow::Error::new(err)), "cannot read the dpkg database yet");
+                }
+            }
+            database
+        });
         let stage = Self {
             host: host.to_owned(),
             admin_dir,
