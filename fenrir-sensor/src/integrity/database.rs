@@ -205,6 +205,8 @@ fn field_digests(stanza: &Stanza) -> BTreeMap<String, [u8; 32]> {
 fn watch(admin_dir: &Path, changed: Arc<AtomicBool>) -> anyhow::Result<notify::RecommendedWatcher> {
     let mut watcher = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
         let relevant = match &result {
+            // Readers of the database (this sensor, dpkg-query, apt) open it without writing.
+            Ok(event) if matches!(event.kind, notify::EventKind::Access(_)) => false,
             Ok(event) => {
                 event.paths.is_empty()
                     || event.paths.iter().any(|p| {
