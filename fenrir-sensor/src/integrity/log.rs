@@ -288,6 +288,9 @@ impl LogWitness {
 
     /// Judges every followed file again after the tailer noticed a rotation or truncation,
     /// before the lines of the same read are observed.
+    ///
+    /// TODO: after a truncation judged as tamper the tailer still reads the file again from
+    /// its start, so the lines left in a shortened log are reported a second time.
     pub fn notice(&mut self, tailer: &Tailer) -> Vec<Tamper> {
         let states: Vec<WitnessState> = self.chains.iter().map(Chain::state).collect();
         for state in states {

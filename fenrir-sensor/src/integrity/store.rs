@@ -120,6 +120,10 @@ impl Scan {
 }
 
 /// The record store in one state directory.
+///
+/// TODO: the store is never compacted; it grows by about 150 bytes per file per install.
+/// TODO: an append cut short by a crash leaves a partial last line that the next append
+/// continues, so that record reads as broken and the chain check reports it.
 #[derive(Debug)]
 pub struct RecordStore {
     path: PathBuf,
