@@ -383,7 +383,7 @@ fn events_no_sink_took_are_delivered_after_restart() -> anyhow::Result<()> {
     sandbox.install(&PackageSpec::new("fenrir-seed", "1.0"))?;
 
     // Every sink fails: the sensor must not move its checkpoint past the undelivered event.
-    let sensor = Sensor::start(&run_args(&sandbox, &["--json", "/dev/full"]))?;
+    let sensor = Sensor::start(&run_args(&sandbox, &["--json", "/dev/full", "--no-store"]))?;
     sandbox.install(&PackageSpec::new("fenrir-held", "1.0"))?;
     let deadline = std::time::Instant::now() + WAIT;
     while !sensor.stderr().contains("no sink accepted an event") {

@@ -72,6 +72,9 @@ struct RunArgs {
     /// Do not send events to journald
     #[arg(long)]
     no_journald: bool,
+    /// Do not keep events in the event store
+    #[arg(long)]
+    no_store: bool,
     /// journald's native socket [default: /run/systemd/journal/socket]
     #[arg(long, value_name = "PATH")]
     journald_socket: Option<PathBuf>,
@@ -103,6 +106,9 @@ impl RunArgs {
         }
         if self.no_journald {
             config.sinks.journald.enabled = false;
+        }
+        if self.no_store {
+            config.sinks.store.enabled = false;
         }
         if let Some(socket) = self.journald_socket {
             config.sinks.journald.socket = socket;

@@ -30,6 +30,7 @@ use crate::parse::PackageChange;
 use crate::sink::dispatch::{DispatchOptions, Dispatcher, SinkStats};
 use crate::sink::journald::JournaldSink;
 use crate::sink::json::JsonSink;
+use crate::sink::store::{StoreOptions, StoreSink};
 use crate::sink::Sink;
 use crate::source::checkpoint::{Checkpoint, CheckpointStore};
 use crate::source::exec::{ExecTracer, LoadError, TracerConfig};
@@ -63,6 +64,18 @@ fn build_sinks(config: &Config) -> Vec<Box<dyn Sink>> {
         .map(|target| Box::new(JsonSink::new(target)) as Box<dyn Sink>)
         .collect();
 
+    let store = &config.sinks.store;
+    if store.enabled {
+        let options = StoreOptions {
+            segment_bytes: store.segment_bytes,
+            max_bytes: store.max_bytes,
+        };
+        sinks.push(Box::new(StoreSink::new(
+            store_dir(&config.state_dir),
+            options,
+        )));
+    }
+
     let journald = &config.sinks.journald;
     if journald.enabled {
         if journald.socket.exists() {
@@ -75,6 +88,12 @@ fn build_sinks(config: &Config) -> Vec<Box<dyn Sink>> {
         }
     }
     sinks
+}
+
+/// Returns the event store's directory inside the state directory.
+#[must_use]
+pub fn store_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("events")
 }
 
 /// The pipeline's state between wake-ups.
@@ -297,6 +316,8 @@ impl Pipeline {
         if self.saved.as_ref() == Some(&checkpoint) {
             return;
         }
+        // The checkpoint counts events as delivered: they must be on disk first.
+        self.dispatcher.sync();
         match self.store.save(&checkpoint) {
             Ok(()) => self.saved = Some(checkpoint),
             // Events are already out; a stale checkpoint only risks repeats after a crash.

@@ -1,0 +1,223 @@
+//! The event store: every event the sensor emits, kept on the host for later questions.
+//!
+//! In: events, through [`StoreSink`] like any other sink. Out: JSON lines in size-rotated
+//! segment files under `<state_dir>/events/`, and a [`SegmentSummary`] beside each full
+//! segment, which lets a reader skip whole segments by time, package, category or manager.
+//! State on disk only: the segments and their summaries.
+//!
+//! ```text
+//! events/segment-00000000000000000001.jsonl         full, never written again
+//! events/segment-00000000000000000001.summary.json  its summary
+//! events/segment-00000000000000000002.jsonl         the segment being written
+//! ```
+//!
+//! Each line is an event exactly as the JSON sink writes it. Segments are numbered in the
+//! order they were started; the highest-numbered one without a summary is the one being
+//! written. A summary names the size of the segment it describes, so a summary that does not
+//! fit its segment (the segment was cut after a crash) is ignored and the segment is read
+//! whole.
+
+pub mod reader;
+pub mod writer;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use chrono::DateTime;
+use serde::{Deserialize, Serialize};
+
+pub use writer::{StoreOptions, StoreSink};
+
+/// The version of the summary format; a summary of another version is ignored.
+const SUMMARY_VERSION: u32 = 1;
+
+/// The prefix of every segment file name.
+const SEGMENT_PREFIX: &str = "segment-";
+/// The suffix of a segment's data file.
+const DATA_SUFFIX: &str = ".jsonl";
+/// The suffix of a segment's summary file.
+const SUMMARY_SUFFIX: &str = ".summary.json";
+
+/// What a full segment holds, written once when the segment is full.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentSummary {
+    /// The format of this summary.
+    pub version: u32,
+    /// The size of the data file it describes, in bytes.
+    pub bytes: u64,
+    /// Events in the segment.
+    pub events: u64,
+    /// The earliest and latest event time, in seconds since the epoch; absent when no event
+    /// had a readable time.
+    pub first: Option<i64>,
+    pub last: Option<i64>,
+    /// Whether some event had no readable time, so a time range cannot exclude the segment.
+    pub has_untimed: bool,
+    /// Every package name, category and manager of its events.
+    pub packages: BTreeSet<String>,
+    pub categories: BTreeSet<String>,
+    pub managers: BTreeSet<String>,
+}
+
+impl SegmentSummary {
+    fn new() -> Self {
+        Self {
+            version: SUMMARY_VERSION,
+            ..Self::default()
+        }
+    }
+
+    /// Takes one event line into the summary.
+    fn add(&mut self, line: &str) {
+        self.bytes += line.len() as u64 + 1;
+        self.events += 1;
+        let Ok(fields) = serde_json::from_str::<SummaryFields<'_>>(line) else {
+            self.has_untimed = true;
+            return;
+        };
+        match DateTime::parse_from_rfc3339(&fields.parsed_data.timestamp) {
+            Ok(time) => {
+                let seconds = time.timestamp();
+                self.first = Some(self.first.map_or(seconds, |f| f.min(seconds)));
+                self.last = Some(self.last.map_or(seconds, |l| l.max(seconds)));
+            }
+            Err(_) => self.has_untimed = true,
+        }
+        insert_new(&mut self.packages, &fields.parsed_data.package);
+        insert_new(&mut self.categories, &fields.category);
+        insert_new(&mut self.managers, &fields.manager);
+    }
+
+    /// Returns whether some event of the segment may lie between `from` and `to` (seconds
+    /// since the epoch, inclusive).
+    #[must_use]
+    pub fn may_overlap(&self, from: Option<i64>, to: Option<i64>) -> bool {
+        if self.has_untimed {
+            return true;
+        }
+        let (Some(first), Some(last)) = (self.first, self.last) else {
+            return false;
+        };
+        from.is_none_or(|from| last >= from) && to.is_none_or(|to| first <= to)
+    }
+}
+
+fn insert_new(set: &mut BTreeSet<String>, value: &str) {
+    if !set.contains(value) {
+        set.insert(value.to_owned());
+    }
+}
+
+/// The fields of an event line a summary needs; everything else is skipped unread.
+#[derive(Deserialize)]
+struct SummaryFields<'a> {
+    #[serde(borrow, default)]
+    category: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    manager: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    parsed_data: SummaryData<'a>,
+}
+
+#[derive(Deserialize)]
+struct SummaryData<'a> {
+    #[serde(borrow, default)]
+    package: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    timestamp: std::borrow::Cow<'a, str>,
+}
+
+/// One segment found in the store directory.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    /// Its number: segments are started in this order.
+    pub number: u64,
+    /// The data file.
+    pub path: PathBuf,
+    /// The data file's size when listed.
+    pub bytes: u64,
+    /// Its summary, when it has one that fits the data file.
+    pub summary: Option<SegmentSummary>,
+}
+
+/// Returns the data file of segment `number` in `dir`.
+fn data_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{SEGMENT_PREFIX}{number:020}{DATA_SUFFIX}"))
+}
+
+/// Returns the summary file of segment `number` in `dir`.
+fn summary_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{SEGMENT_PREFIX}{number:020}{SUMMARY_SUFFIX}"))
+}
+
+/// Lists the segments in `dir`, oldest first, with the summaries that still fit them.
+///
+/// A directory that does not exist holds no segment.
+///
+/// # Errors
+/// The directory cannot be listed.
+pub fn list_segments(dir: &Path) -> io::Result<Vec<Segment>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    let mut segments = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let Some(number) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SEGMENT_PREFIX))
+            .and_then(|n| n.strip_suffix(DATA_SUFFIX))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        // Removed by retention between the listing and now: it is simply gone.
+        let Ok(meta) = entry.metadata() else { continue };
+        segments.push(Segment {
+            number,
+            path: entry.path(),
+            bytes: meta.len(),
+            summary: None,
+        });
+    }
+    segments.sort_by_key(|s| s.number);
+    for segment in &mut segments {
+        segment.summary = read_summary(dir, segment.number).filter(|s| s.bytes == segment.bytes);
+    }
+    Ok(segments)
+}
+
+/// Reads the summary of segment `number`, or `None` when it is missing or unreadable.
+fn read_summary(dir: &Path, number: u64) -> Option<SegmentSummary> {
+    let text = fs::read(summary_path(dir, number)).ok()?;
+    let summary: SegmentSummary = serde_json::from_slice(&text).ok()?;
+    (summary.version == SUMMARY_VERSION).then_some(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_collects_times_names_and_skips_unreadable_lines() {
+        let mut summary = SegmentSummary::new();
+        summary.add(r#"{"category":"package_install","manager":"dpkg","parsed_data":{"package":"vim","timestamp":"2026-05-03T14:32:11+02:00"}}"#);
+        summary.add(r#"{"category":"package_remove","manager":"dpkg","parsed_data":{"package":"nano","timestamp":"2026-05-01T00:00:00+00:00"}}"#);
+        assert_eq!(summary.events, 2);
+        assert_eq!(summary.first, Some(1_777_593_600));
+        assert_eq!(summary.last, Some(1_777_811_531));
+        assert!(!summary.has_untimed);
+        assert!(summary.may_overlap(Some(1_777_811_531), None));
+        assert!(!summary.may_overlap(Some(1_777_811_532), None));
+        assert!(!summary.may_overlap(None, Some(1_777_593_599)));
+        assert_eq!(summary.packages.iter().collect::<Vec<_>>(), ["nano", "vim"]);
+
+        summary.add("not json");
+        assert!(summary.has_untimed);
+        assert!(summary.may_overlap(Some(i64::MAX), None));
+    }
+}
