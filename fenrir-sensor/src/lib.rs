@@ -7,6 +7,9 @@
 //!     → attribute (line → actor) → event → sink (JSON, journald)
 //! ```
 //!
+//! Beside the running sensor, [`query`] answers questions about past changes from the event
+//! store and the logs.
+//!
 //! `main.rs` only wires these stages together; every decision lives in them.
 
 pub mod attribute;
@@ -14,6 +17,7 @@ pub mod config;
 pub mod event;
 pub mod parse;
 pub mod pipeline;
+pub mod query;
 pub mod replay;
 pub mod sink;
 pub mod source;

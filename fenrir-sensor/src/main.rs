@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use fenrir_sensor::config::{Config, LogLevel, DEFAULT_CONFIG_PATH};
-use fenrir_sensor::{pipeline, replay};
+use fenrir_sensor::{pipeline, query, replay};
 use tracing::{info, warn};
 
 /// Fenrir: real-time package-change sensor.
@@ -51,11 +51,21 @@ reads /var/log/apt/history.log*.")]
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Answer a question about past package changes from the event store and the logs
+    #[command(after_help = "\
+Events come from the event store in the state directory and, for any time it does not cover, \
+from dpkg.log and its rotations (plain or .gz) with apt's history.log* for who; the same log \
+line from both is shown once, as stored. Output: a table on a terminal, JSON lines otherwise.")]
+    Query(query::cli::QueryArgs),
     /// Validate the configuration and exit
     CheckConfig,
 }
 
 #[derive(Debug, clap::Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "each is one command-line switch"
+)]
 struct RunArgs {
     /// The dpkg log to follow [default: /var/log/dpkg.log]
     #[arg(long, value_name = "PATH")]
@@ -140,7 +150,14 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // A broken configuration stops everything before any work starts.
     let mut config = Config::load(cli.config.as_deref())?;
-    init_diagnostics(cli.log_level.unwrap_or(config.diagnostics.level));
+    // A question's answer is its output; lifecycle notes would only clutter the terminal.
+    let quiet = matches!(cli.command, Command::Query(_));
+    let default_level = if quiet {
+        LogLevel::Warn
+    } else {
+        config.diagnostics.level
+    };
+    init_diagnostics(cli.log_level.unwrap_or(default_level));
 
     match cli.command {
         Command::CheckConfig => {
@@ -173,6 +190,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 attributed = stats.attributed,
                 "replay finished"
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Query(args) => {
+            query::cli::run_query(&args, &config)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {

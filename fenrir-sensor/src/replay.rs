@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::thread;
 
+use chrono::NaiveDateTime;
 use flate2::read::MultiGzDecoder;
 use serde_json::{json, Value};
 use tracing::{debug, info, warn};
@@ -147,9 +148,6 @@ struct ParsedLine {
 
 /// Writes the events of `paths` to `out` as JSON lines.
 ///
-/// Parsing, which needs no state, runs on its own thread while this one follows dpkg's runs
-/// and writes events, so a long history replays at the speed of the slower half.
-///
 /// # Errors
 /// An unreadable file stops the replay with its path; malformed lines never do.
 pub fn replay(
@@ -158,10 +156,43 @@ pub fn replay(
     history: &AptHistoryIndex,
     out: &mut dyn Write,
 ) -> Result<ReplayStats, ReplayError> {
+    let mut out = BufWriter::with_capacity(256 * 1024, out);
+    let stats = for_each_event(paths, host, history, Unfinished::Judge, |event| {
+        write_event(&event, &mut out)
+    })?;
+    out.flush().map_err(ReplayError::Write)?;
+    Ok(stats)
+}
+
+/// What to do at the end of the input with installs that have not reached the installed
+/// state yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unfinished {
+    /// Report them as failed: the logs are a finished history.
+    Judge,
+    /// Leave them: dpkg may still be running and write how they end.
+    Wait,
+}
+
+/// Calls `each` with the event of every change in `paths`, oldest file first, each file in
+/// line order, attributed from `history`.
+///
+/// Parsing, which needs no state, runs on its own thread while this one follows dpkg's runs
+/// and builds events, so a long history is read at the speed of the slower half.
+///
+/// # Errors
+/// An unreadable file stops the replay with its path; malformed lines never do. An error
+/// `each` returns stops it too.
+pub fn for_each_event(
+    paths: &[PathBuf],
+    host: &str,
+    history: &AptHistoryIndex,
+    unfinished: Unfinished,
+    mut each: impl FnMut(Event) -> Result<(), ReplayError>,
+) -> Result<ReplayStats, ReplayError> {
     let ordered = chronological(paths);
     let mut actors = HistoryActors::new(history);
     let (sender, batches) = mpsc::sync_channel::<Result<Batch, ReplayError>>(16);
-    let mut out = BufWriter::with_capacity(256 * 1024, out);
 
     thread::scope(|scope| {
         scope.spawn(move || read_and_parse(&ordered, &sender));
@@ -172,20 +203,94 @@ pub fn replay(
             for line in batch.lines {
                 let bytes = &batch.text[line.range];
                 for change in interpreter.parsed(line.parsed, bytes, &batch.path, line.line_no) {
-                    write_event(&actors.event(&change, host), &mut out)?;
+                    each(actors.event(&change, host))?;
                 }
             }
         }
 
-        for change in interpreter.finish() {
-            write_event(&actors.event(&change, host), &mut out)?;
+        if unfinished == Unfinished::Judge {
+            for change in interpreter.finish() {
+                each(actors.event(&change, host))?;
+            }
         }
-        out.flush().map_err(ReplayError::Write)?;
         Ok(ReplayStats {
             interpret: interpreter.stats(),
             attributed: actors.attributed,
         })
     })
+}
+
+/// Returns `log` and its rotations beside it (`dpkg.log.1`, `dpkg.log.2.gz`, …), the ones
+/// that exist, in no particular order.
+#[must_use]
+pub fn rotations_of(log: &Path) -> Vec<PathBuf> {
+    let Some(name) = log.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Vec::new();
+    };
+    let dir = match log.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let entry_name = entry.file_name().to_string_lossy().into_owned();
+            let Some(rest) = entry_name.strip_prefix(name.as_str()) else {
+                return false;
+            };
+            let rest = rest.strip_suffix(".gz").unwrap_or(rest);
+            rest.is_empty()
+                || rest
+                    .strip_prefix('.')
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(|entry| entry.path())
+        .filter(|path| path.is_file())
+        .collect();
+    found.sort();
+    found
+}
+
+/// Returns the files of a rotated set that may hold lines between `from` and `to` (local
+/// wall-clock times, inclusive), oldest first.
+///
+/// A file's lines run from its first timestamp to the first timestamp of the next newer
+/// file; the newest runs on to now. A file whose first timestamp cannot be read is kept.
+#[must_use]
+pub fn overlapping(
+    paths: &[PathBuf],
+    from: Option<NaiveDateTime>,
+    to: Option<NaiveDateTime>,
+) -> Vec<PathBuf> {
+    let ordered = chronological(paths);
+    let starts: Vec<Option<NaiveDateTime>> = ordered
+        .iter()
+        .map(|path| {
+            first_timestamp(path)
+                .and_then(|text| NaiveDateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S").ok())
+        })
+        .collect();
+    ordered
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| {
+            let start = starts[*index];
+            let end = starts[index + 1..].iter().flatten().next().copied();
+            let starts_in_time = match (start, to) {
+                (Some(start), Some(to)) => start <= to,
+                _ => true,
+            };
+            let ends_in_time = match (end, from) {
+                (Some(end), Some(from)) => end >= from,
+                _ => true,
+            };
+            starts_in_time && ends_in_time
+        })
+        .map(|(_, path)| path.clone())
+        .collect()
 }
 
 /// The history index with each entry's actor object built once.
