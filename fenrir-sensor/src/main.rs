@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use fenrir_sensor::config::{Config, LogLevel, DEFAULT_CONFIG_PATH};
-use fenrir_sensor::{pipeline, query, replay};
+use fenrir_sensor::{mcp, pipeline, query, replay};
 use tracing::{info, warn};
 
 /// Fenrir: real-time package-change sensor.
@@ -57,6 +57,9 @@ Events come from the event store in the state directory and, for any time it doe
 from dpkg.log and its rotations (plain or .gz) with apt's history.log* for who; the same log \
 line from both is shown once, as stored. Output: a table on a terminal, JSON lines otherwise.")]
     Query(query::cli::QueryArgs),
+    /// Serve the Model Context Protocol on stdin and stdout, with tools that answer questions
+    /// about past package changes
+    Mcp(query::cli::SourceArgs),
     /// Validate the configuration and exit
     CheckConfig,
 }
@@ -151,7 +154,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // A broken configuration stops everything before any work starts.
     let mut config = Config::load(cli.config.as_deref())?;
     // A question's answer is its output; lifecycle notes would only clutter the terminal.
-    let quiet = matches!(cli.command, Command::Query(_));
+    let quiet = matches!(cli.command, Command::Query(_) | Command::Mcp(_));
     let default_level = if quiet {
         LogLevel::Warn
     } else {
@@ -194,6 +197,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Query(args) => {
             query::cli::run_query(&args, &config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Mcp(args) => {
+            mcp::serve(&args, &config, io::stdin().lock(), &mut io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {
