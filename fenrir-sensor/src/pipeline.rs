@@ -35,6 +35,7 @@ use crate::sink::Sink;
 use crate::source::checkpoint::{Checkpoint, CheckpointStore};
 use crate::source::exec::{ExecTracer, LoadError, TracerConfig};
 use crate::source::lock::{dpkg_lock_state, LockState};
+use crate::source::offline::Reconciler;
 use crate::source::tail::{Line, Position, StartAt, TailNotice, TailOptions, Tailer};
 
 /// Lines read per batch: bounds memory when starting from the beginning of a long log.
@@ -116,6 +117,8 @@ struct Pipeline {
     free_polls: u32,
     /// Whether the last read of the log failed, so the failure is reported once.
     read_failing: bool,
+    /// What changed in dpkg's database while the sensor was down.
+    offline: Reconciler,
     events: u64,
     too_long: u64,
 }
@@ -155,6 +158,7 @@ impl Pipeline {
                 continue;
             };
 
+            self.offline.observe(&line.bytes);
             let changes = self
                 .interpreter
                 .line(&line.bytes, self.tailer.path(), line.line_no);
@@ -316,8 +320,12 @@ impl Pipeline {
         if self.saved.as_ref() == Some(&checkpoint) {
             return;
         }
-        // The checkpoint counts events as delivered: they must be on disk first.
+        // The checkpoint counts events as delivered: they must be on disk first, and the
+        // snapshot must not be older than the position.
         self.dispatcher.sync();
+        if !self.dispatcher.has_unaccepted() {
+            self.offline.persist();
+        }
         match self.store.save(&checkpoint) {
             Ok(()) => self.saved = Some(checkpoint),
             // Events are already out; a stale checkpoint only risks repeats after a crash.
@@ -424,6 +432,7 @@ impl Pipeline {
             saved: checkpoint,
             free_polls: 0,
             read_failing: false,
+            offline: Reconciler::start(&config.state_dir, &config.dpkg.admin_dir, &log),
             events: 0,
             too_long: 0,
         };
@@ -431,10 +440,52 @@ impl Pipeline {
         Ok(pipeline)
     }
 
+    /// Compares dpkg's database with the snapshot of the last run, once per start, at a
+    /// moment when no package manager holds the database and the log is read to its end.
+    fn reconcile_offline(&mut self) {
+        if !self.offline.is_due() || self.held.is_some() {
+            return;
+        }
+        let is_free = |dir: &Path| !matches!(dpkg_lock_state(dir), Ok(LockState::Held { .. }));
+        if !is_free(&self.admin_dir) {
+            return;
+        }
+        self.pump();
+        let read = (self.interpreter.stats().lines, self.too_long);
+        let database = match crate::parse::status::read_database(&self.admin_dir) {
+            Ok((database, _)) => database,
+            Err(err) => {
+                error!(error = %format!("{:#}", anyhow::Error::new(err)), "cannot read the dpkg database; changes made while the sensor was down are not reported");
+                self.offline.skip();
+                return;
+            }
+        };
+        // A run that started meanwhile may have changed the database ahead of its log lines.
+        self.pump();
+        if read != (self.interpreter.stats().lines, self.too_long)
+            || self.held.is_some()
+            || !is_free(&self.admin_dir)
+        {
+            return;
+        }
+        for event in self.offline.reconcile(database, &self.host) {
+            self.events += 1;
+            if !self.dispatcher.dispatch(event) {
+                warn!("no sink accepted an offline change; it is retried with its sink");
+            }
+        }
+        if !self.dispatcher.has_unaccepted() {
+            self.offline.persist();
+        }
+    }
+
     /// Delivers what is already written, closes the sinks and reports what the run did.
     fn stop(mut self) -> RunSummary {
         // Deliver what is already written before stopping, so a restart repeats nothing.
         self.pump();
+        if !self.dispatcher.has_unaccepted() {
+            self.offline.persist();
+        }
         let stats = self.interpreter.stats();
         let summary = RunSummary {
             lines: stats.lines,
@@ -514,6 +565,7 @@ pub async fn run(
         "sensor ready"
     );
     pipeline.pump();
+    pipeline.reconcile_offline();
 
     let mut poll = tokio::time::interval(config.tail.poll_interval());
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -528,6 +580,7 @@ pub async fn run(
             () = wake.notified() => pipeline.pump(),
             _ = poll.tick() => {
                 pipeline.pump();
+                pipeline.reconcile_offline();
                 pipeline.finish_runs_if_idle();
                 pipeline.check_kernel_drops();
             }

@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use super::{data_path, list_segments, summary_path, SegmentSummary};
 use crate::event::Event;
 use crate::sink::{Sink, SinkError};
+use crate::source::checkpoint::write_atomically;
 
 /// Size and retention of the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,19 +247,6 @@ fn repair_and_summarize(file: &mut File, path: &Path) -> io::Result<SegmentSumma
     // Blank lines count toward the size the summary must match.
     summary.bytes = bytes.len() as u64;
     Ok(summary)
-}
-
-/// Replaces `path` with `bytes` atomically and durably: write, fsync, rename, fsync of the
-/// directory.
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let temporary = path.with_extension("tmp");
-    let mut file = File::create(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&temporary, path)?;
-    sync_dir(dir)
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
