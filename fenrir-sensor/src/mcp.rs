@@ -271,7 +271,7 @@ impl Server<'_> {
             .now()
             .map_err(|e| Failure::Filter(mcp_message(&e)))?;
         let filter = filter
-            .filter(now)
+            .filter(now, self.sources.now.is_some())
             .map_err(|e| Failure::Filter(mcp_message(&e)))?;
         let sources = self
             .sources

@@ -117,6 +117,27 @@ fn first_timestamp(path: &Path) -> Option<String> {
         })
 }
 
+/// Returns the time of the last line of a plain log that has one, reading only its tail; `None`
+/// for a compressed log, which cannot be read from its end.
+fn last_timestamp(path: &Path) -> Option<NaiveDateTime> {
+    use std::io::{Seek, SeekFrom};
+
+    let mut file = File::open(path).ok()?;
+    let mut magic = [0_u8; 2];
+    if file.read(&mut magic).ok()? == 2 && magic == [0x1f, 0x8b] {
+        return None;
+    }
+    let length = file.metadata().ok()?.len();
+    let start = length.saturating_sub(64 * 1024);
+    file.seek(SeekFrom::Start(start)).ok()?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).ok()?;
+    tail.split(|&b| b == b'\n').rev().find_map(|line| {
+        let text = std::str::from_utf8(line.get(..19)?).ok()?;
+        NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").ok()
+    })
+}
+
 /// Orders files oldest first: by their first timestamp, then by rotation number (higher is
 /// older), then as given.
 #[must_use]
@@ -312,8 +333,9 @@ pub fn rotations_of(log: &Path) -> Vec<PathBuf> {
 /// Returns the files of a rotated set that may hold lines between `from` and `to` (local
 /// wall-clock times, inclusive), oldest first.
 ///
-/// A file's lines run from its first timestamp to the first timestamp of the next newer
-/// file; the newest runs on to now. A file whose first timestamp cannot be read is kept.
+/// A file's lines run from its first timestamp to its last (read from the tail of a plain
+/// file) or, for a compressed one, to the first timestamp of the next newer file; the newest
+/// runs on to now. A file whose first timestamp cannot be read is kept.
 #[must_use]
 pub fn overlapping(
     paths: &[PathBuf],
@@ -333,7 +355,13 @@ pub fn overlapping(
         .enumerate()
         .filter(|(index, _)| {
             let start = starts[*index];
-            let end = starts[index + 1..].iter().flatten().next().copied();
+            let is_newest = *index + 1 == ordered.len();
+            let end = if is_newest {
+                None
+            } else {
+                last_timestamp(&ordered[*index])
+                    .or_else(|| starts[index + 1..].iter().flatten().next().copied())
+            };
             let starts_in_time = match (start, to) {
                 (Some(start), Some(to)) => start <= to,
                 _ => true,

@@ -43,7 +43,8 @@ pub struct SourceArgs {
     /// Do not attribute events read from the logs with apt's history
     #[arg(long)]
     pub no_apt_history: bool,
-    /// The moment relative times count back from, RFC 3339 [default: now]
+    /// The moment relative times count back from and the end of the window unless --until
+    /// says otherwise, RFC 3339 [default: now, with no end]
     #[arg(long, value_name = "TIME")]
     pub now: Option<String>,
 }
@@ -143,11 +144,12 @@ pub struct FilterArgs {
 }
 
 impl FilterArgs {
-    /// Builds the filter, with relative times counted back from `now`.
+    /// Builds the filter, with relative times counted back from `now`; a `fixed` now also
+    /// ends the window when no `--until` does, so an answer can be reproduced later.
     ///
     /// # Errors
     /// A value that cannot be read, named by its flag.
-    pub fn filter(&self, now: DateTime<FixedOffset>) -> Result<Filter, QueryError> {
+    pub fn filter(&self, now: DateTime<FixedOffset>, fixed: bool) -> Result<Filter, QueryError> {
         let time = |flag: &'static str, text: &Option<String>| {
             text.as_deref()
                 .map(|t| parse_time(t, now))
@@ -167,7 +169,7 @@ impl FilterArgs {
         }
         Ok(Filter {
             since: time("--since", &self.since)?,
-            until: time("--until", &self.until)?,
+            until: time("--until", &self.until)?.or(fixed.then_some(now)),
             categories,
             package: self
                 .package
@@ -212,7 +214,9 @@ pub struct QueryArgs {
 /// # Errors
 /// A filter that cannot be read, or sources that cannot be.
 pub fn run_query(args: &QueryArgs, config: &Config) -> anyhow::Result<()> {
-    let filter = args.filter.filter(args.sources.now()?)?;
+    let filter = args
+        .filter
+        .filter(args.sources.now()?, args.sources.now.is_some())?;
     let sources = args.sources.sources(config)?;
     let answer = super::run(&filter, &sources, args.limit)?;
     if answer.stats.omitted > 0 {

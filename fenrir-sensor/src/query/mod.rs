@@ -560,8 +560,8 @@ fn read_logs(
     found: &mut Vec<Found>,
     stats: &mut QueryStats,
 ) -> Result<(), QueryError> {
-    // Log times are local wall-clock times; a day's margin covers any offset and DST change.
-    let margin = chrono::Duration::days(1);
+    // Log times are local wall-clock times; the margin covers a daylight-saving change.
+    let margin = chrono::Duration::hours(3);
     let local = |t: &DateTime<FixedOffset>| t.with_timezone(&Local).naive_local();
     let from = matcher.filter.since.as_ref().map(|t| local(t) - margin);
     let to = matcher.filter.until.as_ref().map(|t| local(t) + margin);
