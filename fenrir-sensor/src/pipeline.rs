@@ -30,7 +30,7 @@ use crate::parse::PackageChange;
 use crate::sink::dispatch::{DispatchOptions, Dispatcher, SinkStats};
 use crate::sink::journald::JournaldSink;
 use crate::sink::json::JsonSink;
-use crate::sink::store::{StoreOptions, StoreSink};
+use crate::sink::store::{CoverageWatch, StoreOptions, StoreSink};
 use crate::sink::Sink;
 use crate::source::checkpoint::{Checkpoint, CheckpointStore};
 use crate::source::exec::{ExecTracer, LoadError, TracerConfig};
@@ -119,6 +119,8 @@ struct Pipeline {
     read_failing: bool,
     /// What changed in dpkg's database while the sensor was down.
     offline: Reconciler,
+    /// What the event store covers, when there is one.
+    coverage: Option<CoverageWatch>,
     events: u64,
     too_long: u64,
 }
@@ -323,6 +325,9 @@ impl Pipeline {
         // The checkpoint counts events as delivered: they must be on disk first, and the
         // snapshot must not be older than the position.
         self.dispatcher.sync();
+        if let Some(coverage) = self.coverage.as_mut() {
+            coverage.observe(&self.dispatcher.stats());
+        }
         if !self.dispatcher.has_unaccepted() {
             self.offline.persist();
         }
@@ -402,6 +407,11 @@ impl Pipeline {
         let (tailer, notices) = Tailer::open(log.clone(), checkpoint.as_ref(), options)
             .with_context(|| format!("failed to open {}", log.display()))?;
 
+        // The store holds every line's event since the last break in reading the log.
+        let continuous =
+            checkpoint.is_some() && (notices.is_empty() || tailer.is_draining_rotated());
+        let coverage = CoverageWatch::for_config(config, continuous);
+
         let delivery = &config.delivery;
         let dispatcher = Dispatcher::new(
             build_sinks(config),
@@ -433,6 +443,7 @@ impl Pipeline {
             free_polls: 0,
             read_failing: false,
             offline: Reconciler::start(&config.state_dir, &config.dpkg.admin_dir, &log),
+            coverage,
             events: 0,
             too_long: 0,
         };
@@ -493,6 +504,9 @@ impl Pipeline {
             events: self.events,
             sinks: self.dispatcher.close(),
         };
+        if let Some(coverage) = self.coverage.as_mut() {
+            coverage.observe(&summary.sinks);
+        }
         for sink in &summary.sinks {
             if sink.lost > 0 {
                 error!(sink = sink.name, lost = sink.lost, "events lost for a sink");

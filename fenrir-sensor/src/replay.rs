@@ -117,6 +117,13 @@ fn first_timestamp(path: &Path) -> Option<String> {
         })
 }
 
+/// Returns the time of the first line of a log (plain or gzip) that has one.
+#[must_use]
+pub fn first_line_time(path: &Path) -> Option<NaiveDateTime> {
+    first_timestamp(path)
+        .and_then(|text| NaiveDateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S").ok())
+}
+
 /// Returns the time of the last line of a plain log that has one, reading only its tail; `None`
 /// for a compressed log, which cannot be read from its end.
 fn last_timestamp(path: &Path) -> Option<NaiveDateTime> {
@@ -330,39 +337,53 @@ pub fn rotations_of(log: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// One file of a rotated set and the times its lines span.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSpan {
+    pub path: PathBuf,
+    /// The time of its first line, when one is readable.
+    pub first: Option<NaiveDateTime>,
+    /// The time of its last line: read from the tail of a plain file; for a compressed one,
+    /// the first line of the next newer file, which bounds it.
+    pub last: Option<NaiveDateTime>,
+}
+
+/// Returns the files of a rotated set oldest first, with the times they span.
+#[must_use]
+pub fn spans(paths: &[PathBuf]) -> Vec<LogSpan> {
+    let ordered = chronological(paths);
+    let starts: Vec<Option<NaiveDateTime>> = ordered.iter().map(|p| first_line_time(p)).collect();
+    ordered
+        .iter()
+        .enumerate()
+        .map(|(index, path)| LogSpan {
+            path: path.clone(),
+            first: starts[index],
+            last: last_timestamp(path)
+                .or_else(|| starts[index + 1..].iter().flatten().next().copied()),
+        })
+        .collect()
+}
+
 /// Returns the files of a rotated set that may hold lines between `from` and `to` (local
 /// wall-clock times, inclusive), oldest first.
 ///
-/// A file's lines run from its first timestamp to its last (read from the tail of a plain
-/// file) or, for a compressed one, to the first timestamp of the next newer file; the newest
-/// runs on to now. A file whose first timestamp cannot be read is kept.
+/// A file's lines run from its first timestamp to its last ([`LogSpan`]); the newest runs on
+/// to now. A file whose first timestamp cannot be read is kept.
 #[must_use]
 pub fn overlapping(
     paths: &[PathBuf],
     from: Option<NaiveDateTime>,
     to: Option<NaiveDateTime>,
 ) -> Vec<PathBuf> {
-    let ordered = chronological(paths);
-    let starts: Vec<Option<NaiveDateTime>> = ordered
-        .iter()
-        .map(|path| {
-            first_timestamp(path)
-                .and_then(|text| NaiveDateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S").ok())
-        })
-        .collect();
-    ordered
-        .iter()
+    let spans = spans(paths);
+    let newest = spans.len().saturating_sub(1);
+    spans
+        .into_iter()
         .enumerate()
-        .filter(|(index, _)| {
-            let start = starts[*index];
-            let is_newest = *index + 1 == ordered.len();
-            let end = if is_newest {
-                None
-            } else {
-                last_timestamp(&ordered[*index])
-                    .or_else(|| starts[index + 1..].iter().flatten().next().copied())
-            };
-            let starts_in_time = match (start, to) {
+        .filter(|(index, span)| {
+            let end = if *index == newest { None } else { span.last };
+            let starts_in_time = match (span.first, to) {
                 (Some(start), Some(to)) => start <= to,
                 _ => true,
             };
@@ -372,7 +393,7 @@ pub fn overlapping(
             };
             starts_in_time && ends_in_time
         })
-        .map(|(_, path)| path.clone())
+        .map(|(_, span)| span.path)
         .collect()
 }
 

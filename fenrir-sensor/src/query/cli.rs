@@ -75,8 +75,12 @@ impl SourceArgs {
             Ok(LockState::Held { .. }) => Unfinished::Wait,
             _ => Unfinished::Judge,
         };
+        let store = (!self.no_store).then(|| crate::pipeline::store_dir(&state_dir));
         Ok(Sources {
-            store: (!self.no_store).then(|| crate::pipeline::store_dir(&state_dir)),
+            covered: store
+                .as_deref()
+                .and_then(|dir| covered(dir, &state_dir, &log)),
+            store,
             dpkg_logs: if self.no_logs {
                 Vec::new()
             } else {
@@ -108,6 +112,21 @@ impl SourceArgs {
             None => Ok(Local::now().fixed_offset()),
         }
     }
+}
+
+/// Returns the time range in which the store holds the event of every line of `log`: from the
+/// coverage the sensor records to its last checkpoint, whose lines it had all delivered.
+fn covered(
+    store: &std::path::Path,
+    state_dir: &std::path::Path,
+    log: &std::path::Path,
+) -> Option<(DateTime<FixedOffset>, DateTime<FixedOffset>)> {
+    let since = crate::sink::store::read_coverage(store)?;
+    let checkpoint = crate::source::checkpoint::CheckpointStore::for_log(state_dir, log);
+    let saved = std::fs::metadata(checkpoint.path()).ok()?.modified().ok()?;
+    // A line written in the same second as the checkpoint may not have been read yet.
+    let until = DateTime::<Local>::from(saved).fixed_offset() - chrono::Duration::seconds(2);
+    Some((since, until))
 }
 
 /// What to look for.

@@ -12,6 +12,9 @@
 //! line (which carries the time), category and package. A log line dpkg wrote twice counts
 //! twice, and the log decides how many times a line happened wherever it still has the line.
 //!
+//! Log files that lie wholly inside the time in which the store holds every line's event
+//! (from the coverage the sensor records to its last checkpoint) are not read at all.
+//!
 //! Filters on what a line itself says (time, category, package, manager) apply before the
 //! merge; filters on what only the store may know better (user, severity) apply after it, so
 //! a stored event that fails them also hides its copy from the log.
@@ -194,6 +197,9 @@ pub struct Sources {
     /// Whether dpkg may still be running, so installs the logs leave unfinished are not
     /// judged failed.
     pub unfinished: Unfinished,
+    /// The time range in which the store holds the event of every line of the log, when
+    /// known: log files wholly inside it are not read.
+    pub covered: Option<(DateTime<FixedOffset>, DateTime<FixedOffset>)>,
 }
 
 /// Where a found event came from.
@@ -565,7 +571,21 @@ fn read_logs(
     let local = |t: &DateTime<FixedOffset>| t.with_timezone(&Local).naive_local();
     let from = matcher.filter.since.as_ref().map(|t| local(t) - margin);
     let to = matcher.filter.until.as_ref().map(|t| local(t) + margin);
-    let files = replay::overlapping(&sources.dpkg_logs, from, to);
+    let mut files = replay::overlapping(&sources.dpkg_logs, from, to);
+
+    // A file wholly inside the store's coverage holds only events the store has.
+    if let (Some((since, until)), Some(_)) = (sources.covered, &sources.store) {
+        let (since, until) = (local(&since) + margin, local(&until) - margin);
+        let spans = replay::spans(&files);
+        files.retain(|file| {
+            let span = spans.iter().find(|s| s.path == *file);
+            let inside = span.is_some_and(|span| {
+                span.first.is_some_and(|first| first >= since)
+                    && span.last.is_some_and(|last| last <= until)
+            });
+            !inside
+        });
+    }
     stats.log_files = files.len() as u64;
     if files.is_empty() {
         return Ok(());
@@ -657,6 +677,59 @@ mod tests {
     fn severities_read_in_any_case() -> Result<(), QueryError> {
         assert_eq!(parse_severity("medium")?, Severity::Medium);
         assert!(parse_severity("loud").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn log_files_wholly_inside_the_stores_coverage_are_not_read() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let log = dir.path().join("dpkg.log");
+        // An old rotation from before the store began, and one the store covers.
+        std::fs::write(
+            dir.path().join("dpkg.log.1"),
+            "2026-01-01 10:00:00 remove old:amd64 1.0 <none>\n",
+        )?;
+        std::fs::write(
+            &log,
+            "2026-03-01 10:00:00 remove covered:amd64 1.0 <none>\n",
+        )?;
+        let time = |text: &str| DateTime::parse_from_rfc3339(text).expect("valid time");
+        let mut sources = Sources {
+            store: Some(dir.path().join("events")),
+            dpkg_logs: replay::rotations_of(&log),
+            history: HistorySource::Disabled,
+            host: "h".into(),
+            unfinished: Unfinished::Judge,
+            covered: None,
+        };
+        let packages = |answer: &Answer| -> Vec<String> {
+            answer
+                .events
+                .iter()
+                .map(|f| {
+                    f.value()["parsed_data"]["package"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned()
+                })
+                .collect()
+        };
+
+        let all = run(&Filter::default(), &sources, None)?;
+        assert_eq!(packages(&all), ["old", "covered"]);
+
+        // The store holds every event from February to April: only the old file is read.
+        sources.covered = Some((time("2026-02-01T00:00:00Z"), time("2026-04-01T00:00:00Z")));
+        let answer = run(&Filter::default(), &sources, None)?;
+        assert_eq!(packages(&answer), ["old"]);
+        assert_eq!(answer.stats.log_files, 1);
+
+        // Coverage that ends before the file's last line does not skip it.
+        sources.covered = Some((time("2026-02-01T00:00:00Z"), time("2026-03-01T10:00:00Z")));
+        assert_eq!(
+            packages(&run(&Filter::default(), &sources, None)?),
+            ["old", "covered"]
+        );
         Ok(())
     }
 

@@ -11,6 +11,11 @@
 //! events/segment-00000000000000000002.jsonl         the segment being written
 //! ```
 //!
+//! `events/coverage.json` says since when the store holds the event of every line of the
+//! followed dpkg log: from the first start, as long as the sensor resumes from its checkpoint
+//! each time, the store takes every event, and retention has not deleted them. A reader may
+//! skip log files that lie wholly inside that time.
+//!
 //! Each line is an event exactly as the JSON sink writes it. Segments are numbered in the
 //! order they were started; the highest-numbered one without a summary is the one being
 //! written. A summary names the size of the segment it describes, so a summary that does not
@@ -25,10 +30,12 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use chrono::DateTime;
+use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
 pub use writer::{StoreOptions, StoreSink};
+
+use crate::sink::Sink as _;
 
 /// The version of the summary format; a summary of another version is ignored.
 const SUMMARY_VERSION: u32 = 1;
@@ -127,6 +134,128 @@ struct SummaryData<'a> {
     package: std::borrow::Cow<'a, str>,
     #[serde(borrow, default)]
     timestamp: std::borrow::Cow<'a, str>,
+}
+
+/// The name of the coverage file in the store directory.
+const COVERAGE_FILE: &str = "coverage.json";
+
+/// Since when the store holds the event of every line of the followed log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Coverage {
+    version: u32,
+    since: DateTime<FixedOffset>,
+}
+
+/// Returns since when the store in `dir` holds every event of the followed log, if it knows.
+#[must_use]
+pub fn read_coverage(dir: &Path) -> Option<DateTime<FixedOffset>> {
+    let bytes = fs::read(dir.join(COVERAGE_FILE)).ok()?;
+    let coverage: Coverage = serde_json::from_slice(&bytes).ok()?;
+    (coverage.version == SUMMARY_VERSION).then_some(coverage.since)
+}
+
+/// Records that the store in `dir` holds every event of the followed log since `since`.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn write_coverage(dir: &Path, since: DateTime<FixedOffset>) -> io::Result<()> {
+    let coverage = Coverage {
+        version: SUMMARY_VERSION,
+        since,
+    };
+    let mut bytes = serde_json::to_vec(&coverage).map_err(io::Error::other)?;
+    bytes.push(b'\n');
+    crate::source::checkpoint::write_atomically(&dir.join(COVERAGE_FILE), &bytes)
+}
+
+/// Forgets what the store in `dir` covers: events may be missing from it from now on.
+///
+/// # Errors
+/// The file exists and cannot be removed.
+pub fn clear_coverage(dir: &Path) -> io::Result<()> {
+    match fs::remove_file(dir.join(COVERAGE_FILE)) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+        _ => Ok(()),
+    }
+}
+
+/// Moves the coverage of the store in `dir` to no earlier than `since`.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn narrow_coverage(dir: &Path, since: DateTime<FixedOffset>) -> io::Result<()> {
+    match read_coverage(dir) {
+        Some(known) if known >= since => Ok(()),
+        _ => write_coverage(dir, since),
+    }
+}
+
+/// Keeps the coverage record true while the sensor runs: a store that falls behind (a
+/// backlog in memory that a crash would lose, or events dropped) covers only what comes after.
+#[derive(Debug)]
+pub struct CoverageWatch {
+    dir: PathBuf,
+    name: String,
+    lost: u64,
+}
+
+impl CoverageWatch {
+    /// Starts watching the store the configuration names, or forgets what a disabled store
+    /// covers. `continuous` says whether the tailer resumed exactly where the last run
+    /// stopped; otherwise the store covers the log from now on, or from the first line of the
+    /// log on a first start that reads it from its beginning.
+    #[must_use]
+    pub fn for_config(config: &crate::config::Config, continuous: bool) -> Option<Self> {
+        let dir = crate::pipeline::store_dir(&config.state_dir);
+        if !config.sinks.store.enabled {
+            if let Err(err) = clear_coverage(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %err, "failed to clear what the event store covers");
+            }
+            return None;
+        }
+        let from_first_line = (!continuous && config.from_start)
+            .then(|| crate::replay::first_line_time(&config.dpkg.log))
+            .flatten()
+            .map(crate::event::local_rfc3339)
+            .and_then(|text| DateTime::parse_from_rfc3339(&text).ok());
+        let from = from_first_line.unwrap_or_else(|| chrono::Local::now().fixed_offset());
+        let name = StoreSink::new(dir.clone(), StoreOptions::default())
+            .name()
+            .to_owned();
+        Some(Self::begin(&dir, &name, continuous, from))
+    }
+
+    /// Starts watching the store in `dir` (the sink named `name`). When the sensor does not
+    /// resume where it stopped (`continuous` is false) or nothing was recorded yet, the store
+    /// covers the log from `from` on.
+    pub fn begin(dir: &Path, name: &str, continuous: bool, from: DateTime<FixedOffset>) -> Self {
+        let known = read_coverage(dir).is_some();
+        if !(continuous && known) {
+            if let Err(err) = fs::create_dir_all(dir).and_then(|()| write_coverage(dir, from)) {
+                tracing::warn!(dir = %dir.display(), error = %err, "failed to record what the event store covers");
+            }
+        }
+        Self {
+            dir: dir.to_path_buf(),
+            name: name.to_owned(),
+            lost: 0,
+        }
+    }
+
+    /// Looks at the dispatcher's counters after a delivery.
+    pub fn observe(&mut self, stats: &[crate::sink::dispatch::SinkStats]) {
+        let Some(store) = stats.iter().find(|s| s.name == self.name) else {
+            return;
+        };
+        if store.backlog == 0 && store.lost == self.lost {
+            return;
+        }
+        self.lost = store.lost;
+        let now = chrono::Local::now().fixed_offset();
+        if let Err(err) = narrow_coverage(&self.dir, now) {
+            tracing::warn!(dir = %self.dir.display(), error = %err, "failed to record what the event store covers");
+        }
+    }
 }
 
 /// One segment found in the store directory.

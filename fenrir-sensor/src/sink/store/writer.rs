@@ -15,6 +15,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use chrono::DateTime;
 use tracing::{debug, info, warn};
 
 use super::{data_path, list_segments, summary_path, SegmentSummary};
@@ -158,6 +159,16 @@ impl StoreSink {
             fs::remove_file(&segment.path)?;
             let _ = fs::remove_file(summary_path(&self.dir, segment.number));
             total -= segment.bytes;
+            // The deleted events are no longer here: the store covers only what came after.
+            let after = segment
+                .summary
+                .as_ref()
+                .and_then(|s| s.last)
+                .and_then(|last| DateTime::from_timestamp(last + 1, 0).map(|t| t.fixed_offset()));
+            match after {
+                Some(after) => super::narrow_coverage(&self.dir, after)?,
+                None => super::clear_coverage(&self.dir)?,
+            }
             info!(
                 segment = segment.number,
                 events = segment.summary.as_ref().map(|s| s.events),
