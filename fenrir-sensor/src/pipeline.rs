@@ -322,9 +322,7 @@ impl Pipeline {
         if self.saved.as_ref() == Some(&checkpoint) {
             return;
         }
-        // The checkpoint counts events as delivered: they must be on disk first, and the
-        // snapshot must not be older than the position.
-        self.dispatcher.sync();
+        // The snapshot must not be older than the position.
         if let Some(coverage) = self.coverage.as_mut() {
             coverage.observe(&self.dispatcher.stats());
         }
@@ -466,7 +464,7 @@ impl Pipeline {
         let database = match crate::parse::status::read_database(&self.admin_dir) {
             Ok((database, _)) => database,
             Err(err) => {
-                error!(error = %format!("{:#}", anyhow::Error::new(err)), "cannot read the dpkg database; changes made while the sensor was down are not reported");
+                warn!(error = %format!("{:#}", anyhow::Error::new(err)), "cannot read the dpkg database; changes made while the sensor was down are not looked for");
                 self.offline.skip();
                 return;
             }
@@ -505,7 +503,7 @@ impl Pipeline {
             sinks: self.dispatcher.close(),
         };
         if let Some(coverage) = self.coverage.as_mut() {
-            coverage.observe(&summary.sinks);
+            coverage.finish(&summary.sinks);
         }
         for sink in &summary.sinks {
             if sink.lost > 0 {
@@ -593,6 +591,8 @@ pub async fn run(
             () = &mut shutdown => break,
             () = wake.notified() => pipeline.pump(),
             _ = poll.tick() => {
+                // Off the path of each event: a sync per event would cost its latency.
+                pipeline.dispatcher.sync();
                 pipeline.pump();
                 pipeline.reconcile_offline();
                 pipeline.finish_runs_if_idle();

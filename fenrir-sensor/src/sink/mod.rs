@@ -26,7 +26,7 @@ pub trait Sink {
     fn send(&mut self, event: &Event) -> Result<(), SinkError>;
 
     /// Makes every event delivered so far durable, for a medium where that is a step of its
-    /// own; called before the pipeline moves its checkpoint.
+    /// own; called about once a second.
     ///
     /// # Errors
     /// Returns a [`SinkError`] when the medium could not confirm it.

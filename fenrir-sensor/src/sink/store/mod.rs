@@ -12,8 +12,9 @@
 //! ```
 //!
 //! `events/coverage.json` says since when the store holds the event of every line of the
-//! followed dpkg log: from the first start, as long as the sensor resumes from its checkpoint
-//! each time, the store takes every event, and retention has not deleted them. A reader may
+//! followed dpkg log: from the first start, as long as each run stops cleanly (`events/running`
+//! is removed then), the next resumes from its checkpoint, the store takes every event, and
+//! retention has not deleted them. A reader may
 //! skip log files that lie wholly inside that time.
 //!
 //! Each line is an event exactly as the JSON sink writes it. Segments are numbered in the
@@ -138,6 +139,8 @@ struct SummaryData<'a> {
 
 /// The name of the coverage file in the store directory.
 const COVERAGE_FILE: &str = "coverage.json";
+/// Present while a sensor writes the store; found at start, it tells of a run that did not stop.
+const RUNNING_FILE: &str = "running";
 
 /// Since when the store holds the event of every line of the followed log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,7 +233,13 @@ impl CoverageWatch {
     /// covers the log from `from` on.
     pub fn begin(dir: &Path, name: &str, continuous: bool, from: DateTime<FixedOffset>) -> Self {
         let known = read_coverage(dir).is_some();
-        if !(continuous && known) {
+        // Left behind by a run that did not stop: its last second may not have reached the disk.
+        let marker = dir.join(RUNNING_FILE);
+        let clean = !marker.exists();
+        if let Err(err) = fs::create_dir_all(dir).and_then(|()| fs::write(&marker, b"")) {
+            tracing::warn!(dir = %dir.display(), error = %err, "failed to mark the event store in use");
+        }
+        if !(continuous && known && clean) {
             if let Err(err) = fs::create_dir_all(dir).and_then(|()| write_coverage(dir, from)) {
                 tracing::warn!(dir = %dir.display(), error = %err, "failed to record what the event store covers");
             }
@@ -239,6 +248,14 @@ impl CoverageWatch {
             dir: dir.to_path_buf(),
             name: name.to_owned(),
             lost: 0,
+        }
+    }
+
+    /// Takes the final counters at stop; a store that lost nothing is then known complete.
+    pub fn finish(&mut self, stats: &[crate::sink::dispatch::SinkStats]) {
+        self.observe(stats);
+        if let Err(err) = fs::remove_file(self.dir.join(RUNNING_FILE)) {
+            tracing::warn!(dir = %self.dir.display(), error = %err, "failed to mark the event store closed");
         }
     }
 
@@ -330,6 +347,37 @@ fn read_summary(dir: &Path, number: u64) -> Option<SegmentSummary> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coverage_holds_only_across_clean_continuous_runs() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let time = |text: &str| DateTime::parse_from_rfc3339(text).expect("valid time");
+        let first = time("2026-01-01T00:00:00Z");
+        let later = time("2026-02-01T00:00:00Z");
+
+        let mut watch = CoverageWatch::begin(dir.path(), "store", false, first);
+        watch.finish(&[]);
+        assert_eq!(read_coverage(dir.path()), Some(first));
+
+        // Resumed where the last run stopped: the coverage goes on.
+        let watch = CoverageWatch::begin(dir.path(), "store", true, later);
+        assert_eq!(read_coverage(dir.path()), Some(first));
+        drop(watch);
+
+        // The last run never stopped: its last events may be missing.
+        let mut watch = CoverageWatch::begin(dir.path(), "store", true, later);
+        assert_eq!(read_coverage(dir.path()), Some(later));
+
+        // A store that falls behind covers only what comes after.
+        let behind = crate::sink::dispatch::SinkStats {
+            name: "store".into(),
+            backlog: 3,
+            ..Default::default()
+        };
+        watch.observe(&[behind]);
+        assert!(read_coverage(dir.path()).is_some_and(|since| since > later));
+        Ok(())
+    }
 
     #[test]
     fn summary_collects_times_names_and_skips_unreadable_lines() {

@@ -6,10 +6,11 @@
 //! its summary so far, and whether it holds lines not yet made durable.
 //!
 //! Durability: every event reaches the kernel in one `write` before the next sink sees it, so
-//! a crash of the sensor loses nothing; [`StoreSink::sync`] (`fdatasync`) runs before the
-//! pipeline moves its checkpoint, so after a power loss the store holds at least every event
-//! the checkpoint counts as delivered. A line cut by a power loss is removed when the store is
-//! next opened.
+//! a crash of the sensor loses nothing. [`StoreSink::sync`] (`fdatasync`) runs about once a
+//! second, when a segment is full and when the sink is dropped at stop, so a power loss can
+//! take the last second of events from the store; dpkg's log still has their lines, and the
+//! store's coverage record (see the module above) makes `query` read the log for that time. A
+//! line cut by a power loss is removed when the store is next opened.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -228,6 +229,14 @@ impl Sink for StoreSink {
         }
         active.unsynced = false;
         Ok(())
+    }
+}
+
+impl Drop for StoreSink {
+    fn drop(&mut self) {
+        if let Err(err) = self.sync() {
+            warn!(error = %err, "failed to make the last stored events durable");
+        }
     }
 }
 
