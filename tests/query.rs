@@ -547,3 +547,92 @@ fn unreadable_store_lines_are_skipped_and_counted() -> anyhow::Result<()> {
     assert!(!stderr.contains('\u{1b}'));
     Ok(())
 }
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Mount(PathBuf);
+
+impl Mount {
+    /// Mounts a tmpfs of `size` at `dir`, or says why it cannot.
+    fn tmpfs(dir: &Path, size: &str) -> anyhow::Result<Option<Self>> {
+        fs::create_dir_all(dir)?;
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()?;
+        if !output.status.success() {
+            println!(
+                "skipping: cannot mount a tmpfs here: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+            return Ok(None);
+        }
+        Ok(Some(Self(dir.to_path_buf())))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_under_the_store_fails_like_any_sink_and_catches_up() -> anyhow::Result<()> {
+    if !require_root("the full-disk store test") {
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    let events_dir = sandbox.path().join("state/events");
+    let Some(_mount) = Mount::tmpfs(&events_dir, "1m")? else {
+        return Ok(());
+    };
+    // Fill the disk to the last byte.
+    let filler = events_dir.join("filler");
+    let mut file = fs::File::create(&filler)?;
+    let block = vec![0_u8; 4096];
+    while file.write_all(&block).is_ok() {}
+    let _ = file.write_all(&[0]);
+    drop(file);
+
+    // Retried every second at most, so the catch-up is quick.
+    let config = sandbox.path().join("fenrir.toml");
+    fs::write(&config, "[delivery]\nretry_max_ms = 1000\n")?;
+    let config = config.display().to_string();
+    let sensor = Sensor::start(&run_args(&sandbox, &["--config", &config]))?;
+    sandbox.install(&PackageSpec::new("fenrir-full-1", "1.0"))?;
+    sandbox.install(&PackageSpec::new("fenrir-full-2", "1.0"))?;
+    // The other sink has them at once.
+    let emitted = sensor.events(2, WAIT)?;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !sensor.stderr().contains("sink failed; retrying") {
+        assert!(std::time::Instant::now() < deadline, "{}", sensor.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(sensor.stderr().contains("store:"), "{}", sensor.stderr());
+
+    // Space again: the store catches up from its backlog, in order.
+    fs::remove_file(&filler)?;
+    let state = sandbox.path().join("state").display().to_string();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let stored = json_events(&query(&["--state-dir", &state, "--no-logs"])?)?;
+        if stored.len() == 2 {
+            assert_eq!(raw_lines(&stored), raw_lines(&emitted));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "store never caught up: {stored:#?}\n{}",
+            sensor.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        sensor.stderr().contains("sink recovered"),
+        "{}",
+        sensor.stderr()
+    );
+    let (status, _) = sensor.stop()?;
+    assert!(status.success());
+    Ok(())
+}
