@@ -106,6 +106,10 @@ impl Reconciler {
     }
 
     /// Returns whether the comparison is still to be made.
+    ///
+    /// TODO: the comparison runs once per start, so a change that bypasses the followed log
+    /// while the sensor runs (`dpkg --log /dev/null`) is reported only at the next start, as
+    /// offline; comparing after every dpkg run would report it within a poll.
     #[must_use]
     pub fn is_due(&self) -> bool {
         !self.reconciled
