@@ -3,8 +3,9 @@
 //! The modules follow the data's path through the sensor:
 //!
 //! ```text
-//! source (dpkg.log tail, kernel execs) → parse (lines → package changes)
-//!     → attribute (line → actor) → event → sink (JSON, journald)
+//! source (dpkg.log tail, kernel execs, ssh logins) → parse (lines → package changes)
+//!     → attribute (line → actor, ssh session) → event → rule (severity)
+//!     → sink (JSON, journald, hooks)
 //! ```
 //!
 //! Beside the running sensor, [`query`] answers questions about past changes from the event
@@ -20,5 +21,6 @@ pub mod parse;
 pub mod pipeline;
 pub mod query;
 pub mod replay;
+pub mod rule;
 pub mod sink;
 pub mod source;

@@ -28,7 +28,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use chrono::{DateTime, FixedOffset, Local};
-use globset::{Glob, GlobMatcher};
 use serde::Deserialize;
 use serde_json::Value;
 use tracing::{debug, warn};
@@ -85,7 +84,7 @@ pub struct Filter {
 #[derive(Debug, Clone)]
 pub struct PackagePattern {
     text: String,
-    matcher: GlobMatcher,
+    matcher: glob::Pattern,
     /// Whether the pattern names the architecture too.
     with_arch: bool,
     /// The text every matching name starts with, when it is plain enough to search for
@@ -99,7 +98,7 @@ impl PackagePattern {
     /// # Errors
     /// A pattern that is not a valid glob.
     pub fn new(text: &str) -> Result<Self, QueryError> {
-        let glob = Glob::new(text).map_err(|err| QueryError::Filter {
+        let matcher = glob::Pattern::new(text).map_err(|err| QueryError::Filter {
             filter: "--package",
             message: crate::event::escape_control(&err.to_string()).into_owned(),
         })?;
@@ -110,7 +109,7 @@ impl PackagePattern {
         let with_arch = text.contains(':');
         Ok(Self {
             text: text.to_owned(),
-            matcher: glob.compile_matcher(),
+            matcher,
             with_arch,
             prefix: (!prefix.is_empty()).then_some(prefix),
         })
@@ -130,9 +129,9 @@ impl PackagePattern {
                 Some(arch) => format!("{name}:{arch}"),
                 None => name.to_owned(),
             };
-            self.matcher.is_match(full)
+            self.matcher.matches(&full)
         } else {
-            self.matcher.is_match(name)
+            self.matcher.matches(name)
         }
     }
 }
