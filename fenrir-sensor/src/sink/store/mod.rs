@@ -236,11 +236,12 @@ impl CoverageWatch {
         // Left behind by a run that did not stop: its last second may not have reached the disk.
         let marker = dir.join(RUNNING_FILE);
         let clean = !marker.exists();
-        if let Err(err) = fs::create_dir_all(dir).and_then(|()| fs::write(&marker, b"")) {
+        if let Err(err) = writer::create_store_dir(dir).and_then(|()| fs::write(&marker, b"")) {
             tracing::warn!(dir = %dir.display(), error = %err, "failed to mark the event store in use");
         }
         if !(continuous && known && clean) {
-            if let Err(err) = fs::create_dir_all(dir).and_then(|()| write_coverage(dir, from)) {
+            if let Err(err) = writer::create_store_dir(dir).and_then(|()| write_coverage(dir, from))
+            {
                 tracing::warn!(dir = %dir.display(), error = %err, "failed to record what the event store covers");
             }
         }

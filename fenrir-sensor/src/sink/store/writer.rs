@@ -14,6 +14,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use chrono::DateTime;
@@ -23,6 +24,18 @@ use super::{data_path, list_segments, summary_path, SegmentSummary};
 use crate::event::Event;
 use crate::sink::{Sink, SinkError};
 use crate::source::checkpoint::write_atomically;
+
+/// Segments hold the commands people typed: readable by root and the store's group only.
+const SEGMENT_MODE: u32 = 0o640;
+const DIR_MODE: u32 = 0o750;
+
+/// Creates the store directory, closed to other users; an existing one keeps its mode.
+pub(super) fn create_store_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+}
 
 /// Size and retention of the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +97,7 @@ impl StoreSink {
 
     /// Opens the newest segment that has no summary yet, or starts a new one.
     fn open_active(&self) -> io::Result<Active> {
-        fs::create_dir_all(&self.dir)?;
+        create_store_dir(&self.dir)?;
         let segments = list_segments(&self.dir)?;
         let newest = segments.last();
         if let Some(segment) = newest.filter(|s| s.summary.is_none()) {
@@ -111,6 +124,7 @@ impl StoreSink {
             .read(true)
             .append(true)
             .create(true)
+            .mode(SEGMENT_MODE)
             .open(&path)?;
         // The new name must survive a power loss before events in it count as stored.
         sync_dir(&self.dir)?;
@@ -338,6 +352,22 @@ mod tests {
             "the segment being written has none"
         );
         assert_eq!(lines(&segments[2].path).len(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn the_store_is_closed_to_other_users() -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+
+        let dir = tempfile::tempdir()?;
+        let store = dir.path().join("events");
+        let mut sink = StoreSink::new(store.clone(), StoreOptions::default());
+        sink.send(&event("a", 1))?;
+        let mode = |path: &Path| -> anyhow::Result<u32> {
+            Ok(fs::metadata(path)?.permissions().mode() & 0o777)
+        };
+        assert_eq!(mode(&store)? & 0o007, 0, "no access for others");
+        assert_eq!(mode(&data_path(&store, 1))? & 0o007, 0);
         Ok(())
     }
 
