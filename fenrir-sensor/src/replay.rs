@@ -264,6 +264,24 @@ pub fn for_each_event(
     host: &str,
     history: &AptHistoryIndex,
     unfinished: Unfinished,
+    each: impl FnMut(Event) -> Result<(), ReplayError>,
+) -> Result<ReplayStats, ReplayError> {
+    for_each_event_of(paths, host, history, unfinished, &|_| true, each)
+}
+
+/// As [`for_each_event`], reading only the lines `keep` accepts, which it sees raw before
+/// they are parsed. A caller that wants the events of some packages only keeps the lines that
+/// name them and the `startup` lines, which judge unfinished installs: the events of those
+/// packages are then the same, at a fraction of the cost.
+///
+/// # Errors
+/// As [`for_each_event`].
+pub fn for_each_event_of(
+    paths: &[PathBuf],
+    host: &str,
+    history: &AptHistoryIndex,
+    unfinished: Unfinished,
+    keep: &(dyn Fn(&[u8]) -> bool + Sync),
     mut each: impl FnMut(Event) -> Result<(), ReplayError>,
 ) -> Result<ReplayStats, ReplayError> {
     let ordered = chronological(paths);
@@ -276,7 +294,7 @@ pub fn for_each_event(
     }
 
     thread::scope(|scope| {
-        scope.spawn(move || read_and_parse(&ordered, &sender, &spares));
+        scope.spawn(move || read_and_parse(&ordered, keep, &sender, &spares));
 
         let mut interpreter = LogInterpreter::default();
         for batch in batches {
@@ -539,6 +557,7 @@ fn write_event(event: &Event, out: &mut impl Write) -> Result<(), ReplayError> {
 /// stops when the receiver is gone.
 fn read_and_parse(
     paths: &[PathBuf],
+    keep: &(dyn Fn(&[u8]) -> bool + Sync),
     sender: &mpsc::SyncSender<Result<Batch, ReplayError>>,
     spares: &mpsc::Receiver<Batch>,
 ) {
@@ -588,6 +607,10 @@ fn read_and_parse(
                 }
             }
             line_no += 1;
+            if !keep(&text[start..]) {
+                text.truncate(start);
+                continue;
+            }
 
             // An over-long line arrives cut one byte past the limit, which parse_line refuses.
             let range = start..text.len();

@@ -313,8 +313,8 @@ struct Matcher<'a> {
     to: Option<i64>,
     categories: Vec<&'static str>,
     /// Byte strings one of which every matching stored line contains.
-    category_needles: Vec<Vec<u8>>,
-    package_needle: Option<Vec<u8>>,
+    category_needles: Vec<memchr::memmem::Finder<'static>>,
+    package_needle: Option<memchr::memmem::Finder<'static>>,
 }
 
 impl<'a> Matcher<'a> {
@@ -326,14 +326,16 @@ impl<'a> Matcher<'a> {
             to: filter.until.map(|t| t.timestamp()),
             category_needles: categories
                 .iter()
-                .map(|c| format!("\"category\":\"{c}\"").into_bytes())
+                .map(|c| memchr::memmem::Finder::new(&format!("\"category\":\"{c}\"")).into_owned())
                 .collect(),
             categories,
             package_needle: filter
                 .package
                 .as_ref()
                 .and_then(|p| p.prefix.as_ref())
-                .map(|prefix| format!("\"package\":\"{prefix}").into_bytes()),
+                .map(|prefix| {
+                    memchr::memmem::Finder::new(&format!("\"package\":\"{prefix}")).into_owned()
+                }),
         }
     }
 
@@ -382,13 +384,13 @@ impl<'a> Matcher<'a> {
             && !self
                 .category_needles
                 .iter()
-                .any(|needle| memchr::memmem::find(line, needle).is_some())
+                .any(|needle| needle.find(line).is_some())
         {
             return false;
         }
         self.package_needle
             .as_ref()
-            .is_none_or(|needle| memchr::memmem::find(line, needle).is_some())
+            .is_none_or(|needle| needle.find(line).is_some())
     }
 
     /// Filters on what the log line itself says: time, category, package, manager.
@@ -447,87 +449,62 @@ impl<'a> Matcher<'a> {
 
 /// Answers `filter` from `sources`; with a `limit`, only the newest that many events.
 ///
+/// The store and the logs are read at the same time, on two threads, and merged after.
+///
 /// # Errors
 /// The store directory or a log that exists cannot be read. Unreadable store lines and log
 /// lines are counted and skipped.
 pub fn run(filter: &Filter, sources: &Sources, limit: Option<usize>) -> Result<Answer, QueryError> {
     let matcher = Matcher::new(filter);
     let mut stats = QueryStats::default();
-    let mut found: Vec<Found> = Vec::new();
-    let mut seen: HashMap<Key, Seen> = HashMap::new();
-    // For each key, the positions in `found` of its stored events, for the merge.
-    let mut stored_at: HashMap<Key, Vec<usize>> = HashMap::new();
 
-    if let Some(dir) = &sources.store {
-        let mut malformed = 0_u64;
-        stats.store = reader::scan(
-            dir,
-            |summary| matcher.segment(summary),
-            |segment, index, line| {
-                if !matcher.may_match_line(line) {
-                    return;
-                }
-                let Ok(view) = serde_json::from_slice::<View<'_>>(line) else {
-                    malformed += 1;
-                    debug!(segment, index, "skipping an unreadable event store line");
-                    return;
-                };
-                let time = DateTime::parse_from_rfc3339(&view.parsed_data.timestamp).ok();
-                let data = &view.parsed_data;
-                if !matcher.line_facts(
-                    time.as_ref(),
-                    &view.category,
-                    &data.package,
-                    data.arch.as_deref(),
-                    &view.manager,
-                ) {
-                    return;
-                }
-                let keep = matcher.store_facts(&view.severity, view.actor.as_ref());
-                let key = (!view.raw_line.is_empty()).then(|| Key {
-                    raw_line: view.raw_line.clone().into_owned(),
-                    category: view.category.clone().into_owned(),
-                    package: data.package.clone().into_owned(),
-                });
-                if let Some(key) = &key {
-                    seen.entry(key.clone()).or_default().stored += 1;
-                }
-                if keep {
-                    if let Some(key) = key {
-                        stored_at.entry(key).or_default().push(found.len());
-                    }
-                    found.push(Found {
-                        json: String::from_utf8_lossy(line).into_owned(),
-                        time,
-                        origin: Origin::Store,
-                        order: (segment << 32) | index,
-                    });
-                }
-            },
-        )
-        .map_err(|source| QueryError::Store {
-            path: dir.clone(),
-            source,
-        })?;
-        stats.store_malformed = malformed;
-        if malformed > 0 {
-            warn!(
-                malformed,
-                store = %dir.display(),
-                "skipped lines of the event store that are not events"
-            );
-        }
+    let (stored, logged) = std::thread::scope(|scope| {
+        let logs = scope.spawn(|| read_logs(&matcher, sources));
+        let stored = sources
+            .store
+            .as_deref()
+            .map(|dir| read_store(&matcher, dir))
+            .transpose();
+        let logged = logs.join().unwrap_or_else(|_| {
+            Err(QueryError::Logs(ReplayError::Write(std::io::Error::other(
+                "the log reader panicked",
+            ))))
+        });
+        (stored, logged)
+    });
+    let mut store = stored?.unwrap_or_default();
+    let logged = logged?;
+    stats.store = store.scan;
+    stats.store_malformed = store.malformed;
+    stats.log_files = logged.files;
+    if store.malformed > 0 {
+        warn!(
+            malformed = store.malformed,
+            "skipped lines of the event store that are not events"
+        );
     }
 
-    if !sources.dpkg_logs.is_empty() {
-        read_logs(&matcher, sources, &mut seen, &mut found, &mut stats)?;
+    // A log event the store holds is the stored one; the rest are added.
+    for candidate in logged.candidates {
+        stats.log_events += 1;
+        if let Some(key) = candidate.key {
+            let counts = store.seen.entry(key).or_default();
+            counts.logged += 1;
+            if counts.logged <= counts.stored {
+                stats.duplicates += 1;
+                continue;
+            }
+        }
+        if candidate.keep {
+            store.found.push(candidate.found);
+        }
     }
 
     // The log decides how often a line happened where it still has it: a stored event the
     // sensor delivered again after a crash shows once.
-    let mut dropped = vec![false; found.len()];
-    for (key, positions) in &stored_at {
-        let Some(counts) = seen.get(key) else {
+    let mut dropped = vec![false; store.found.len()];
+    for (key, positions) in &store.positions {
+        let Some(counts) = store.seen.get(key) else {
             continue;
         };
         if counts.logged > 0 && positions.len() > counts.logged as usize {
@@ -536,7 +513,8 @@ pub fn run(filter: &Filter, sources: &Sources, limit: Option<usize>) -> Result<A
             }
         }
     }
-    let mut events: Vec<Found> = found
+    let mut events: Vec<Found> = store
+        .found
         .into_iter()
         .zip(dropped)
         .filter_map(|(found, dropped)| (!dropped).then_some(found))
@@ -557,14 +535,108 @@ pub fn run(filter: &Filter, sources: &Sources, limit: Option<usize>) -> Result<A
     Ok(Answer { events, stats })
 }
 
-/// Reads the log files that may hold an answer and adds the events the store does not hold.
-fn read_logs(
-    matcher: &Matcher<'_>,
-    sources: &Sources,
-    seen: &mut HashMap<Key, Seen>,
-    found: &mut Vec<Found>,
-    stats: &mut QueryStats,
-) -> Result<(), QueryError> {
+/// What the store gave a question.
+#[derive(Default)]
+struct Stored {
+    /// Stored events that match, in store order.
+    found: Vec<Found>,
+    /// How often each log line's event is stored (matching the filters or not).
+    seen: HashMap<Key, Seen>,
+    /// For each key, the positions in `found` of its stored events.
+    positions: HashMap<Key, Vec<usize>>,
+    scan: ScanStats,
+    malformed: u64,
+}
+
+/// Reads the store's segments that may hold an answer.
+fn read_store(matcher: &Matcher<'_>, dir: &std::path::Path) -> Result<Stored, QueryError> {
+    let mut stored = Stored::default();
+    // The rarest needle is searched in whole segments; the others line by line.
+    let needle = matcher
+        .package_needle
+        .as_ref()
+        .or(match matcher.category_needles.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        });
+    stored.scan = reader::scan(
+        dir,
+        |summary| matcher.segment(summary),
+        needle,
+        |segment, offset, line| {
+            if !matcher.may_match_line(line) {
+                return;
+            }
+            let Ok(view) = serde_json::from_slice::<View<'_>>(line) else {
+                stored.malformed += 1;
+                debug!(segment, offset, "skipping an unreadable event store line");
+                return;
+            };
+            let time = DateTime::parse_from_rfc3339(&view.parsed_data.timestamp).ok();
+            let data = &view.parsed_data;
+            if !matcher.line_facts(
+                time.as_ref(),
+                &view.category,
+                &data.package,
+                data.arch.as_deref(),
+                &view.manager,
+            ) {
+                return;
+            }
+            let keep = matcher.store_facts(&view.severity, view.actor.as_ref());
+            let key = (!view.raw_line.is_empty()).then(|| Key {
+                raw_line: view.raw_line.clone().into_owned(),
+                category: view.category.clone().into_owned(),
+                package: data.package.clone().into_owned(),
+            });
+            if let Some(key) = &key {
+                stored.seen.entry(key.clone()).or_default().stored += 1;
+            }
+            if keep {
+                if let Some(key) = key {
+                    stored
+                        .positions
+                        .entry(key)
+                        .or_default()
+                        .push(stored.found.len());
+                }
+                stored.found.push(Found {
+                    json: String::from_utf8_lossy(line).into_owned(),
+                    time,
+                    origin: Origin::Store,
+                    order: (segment << 40) | offset,
+                });
+            }
+        },
+    )
+    .map_err(|source| QueryError::Store {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    Ok(stored)
+}
+
+/// An event read from the logs, before the merge.
+struct Candidate {
+    key: Option<Key>,
+    /// Whether it passes the filters the store may know better.
+    keep: bool,
+    found: Found,
+}
+
+/// What the logs gave a question.
+#[derive(Default)]
+struct Logged {
+    candidates: Vec<Candidate>,
+    files: u64,
+}
+
+/// Reads the log files that may hold an answer.
+fn read_logs(matcher: &Matcher<'_>, sources: &Sources) -> Result<Logged, QueryError> {
+    let mut logged = Logged::default();
+    if sources.dpkg_logs.is_empty() {
+        return Ok(logged);
+    }
     // Log times are local wall-clock times; the margin covers a daylight-saving change.
     let margin = chrono::Duration::hours(3);
     let local = |t: &DateTime<FixedOffset>| t.with_timezone(&Local).naive_local();
@@ -585,18 +657,34 @@ fn read_logs(
             !inside
         });
     }
-    stats.log_files = files.len() as u64;
+    logged.files = files.len() as u64;
     if files.is_empty() {
-        return Ok(());
+        return Ok(logged);
     }
     let history = replay::load_history(&sources.history, &files).map_err(QueryError::Logs)?;
 
+    // With a package pattern, only the lines that may name a match are parsed, and the
+    // startup lines that judge unfinished installs.
+    let needle = matcher
+        .filter
+        .package
+        .as_ref()
+        .and_then(|p| p.prefix.as_deref())
+        .map(|prefix| format!(" {prefix}").into_bytes());
+    let keep_line = |line: &[u8]| {
+        needle.as_ref().is_none_or(|needle| {
+            line.get(19..28) == Some(b" startup ".as_slice())
+                || memchr::memmem::find(line, needle).is_some()
+        })
+    };
+
     let mut order = 0_u64;
-    let replayed = replay::for_each_event(
+    let replayed = replay::for_each_event_of(
         &files,
         &sources.host,
         &history,
         sources.unfinished,
+        &keep_line,
         |event: Event| {
             order += 1;
             let time = DateTime::parse_from_rfc3339(&event.parsed_data.timestamp).ok();
@@ -610,47 +698,43 @@ fn read_logs(
             ) {
                 return Ok(());
             }
-            stats.log_events += 1;
-            if !event.raw_line.is_empty() {
-                let key = Key {
-                    raw_line: event.raw_line.clone(),
-                    category: event.category.as_str().to_owned(),
-                    package: data.package.clone(),
-                };
-                let counts = seen.entry(key).or_default();
-                counts.logged += 1;
-                if counts.logged <= counts.stored {
-                    stats.duplicates += 1;
-                    return Ok(());
-                }
-            }
+            let key = (!event.raw_line.is_empty()).then(|| Key {
+                raw_line: event.raw_line.clone(),
+                category: event.category.as_str().to_owned(),
+                package: data.package.clone(),
+            });
             let actor = event.actor.as_ref().map(|actor| ViewActor {
                 user: actor["user"].as_str().map(Cow::Borrowed),
                 login_user: actor["login_user"].as_str().map(Cow::Borrowed),
                 uid: actor["uid"].as_u64(),
                 loginuid: actor["loginuid"].as_u64(),
             });
-            if !matcher.store_facts(event.severity.as_str(), actor.as_ref()) {
-                return Ok(());
-            }
-            found.push(Found {
-                json: event.to_json_line(),
-                time,
-                origin: Origin::Log,
-                order,
+            let keep = matcher.store_facts(event.severity.as_str(), actor.as_ref());
+            logged.candidates.push(Candidate {
+                key,
+                keep,
+                found: Found {
+                    json: if keep {
+                        event.to_json_line()
+                    } else {
+                        String::new()
+                    },
+                    time,
+                    origin: Origin::Log,
+                    order,
+                },
             });
             Ok(())
         },
     )
     .map_err(QueryError::Logs)?;
     debug!(
-        files = files.len(),
+        files = logged.files,
         lines = replayed.interpret.lines,
-        events = stats.log_events,
-        duplicates = stats.duplicates,
+        events = logged.candidates.len(),
         "logs read"
     );
-    Ok(())
+    Ok(logged)
 }
 
 #[cfg(test)]

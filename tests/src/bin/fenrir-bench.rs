@@ -69,6 +69,10 @@ fn main() -> anyhow::Result<()> {
     );
     row("query --since 7d --user (ms)", &query.user_week);
     row("query --package, whole year (ms)", &query.package_year);
+    row(
+        "query --package, year, logs not covered (ms)",
+        &query.package_year_uncovered,
+    );
     row("run RSS after 3×10k-line bursts (kB)", &rss);
     match &kernel {
         Kernel::Measured(figures) => figures.print_rows(),
@@ -415,6 +419,7 @@ const QUERY_USER: &str = "alice";
 struct QueryFigures {
     day: Vec<f64>,
     day_uncovered: Vec<f64>,
+    package_year_uncovered: Vec<f64>,
     user_week: Vec<f64>,
     package_year: Vec<f64>,
 }
@@ -598,6 +603,7 @@ fn query_figures(binary: &Path, dir: &Path) -> anyhow::Result<QueryFigures> {
 
     // Without a record of what the store covers, the logs of the window are read too.
     let day_uncovered = timed(&["--since", "24h"])?;
+    let package_year_uncovered = timed(&["--package", QUERY_PACKAGE])?;
 
     // The sensor ran all year: the store covers the logs up to its last checkpoint.
     let since = (start - Span::days(1)).and_utc().fixed_offset();
@@ -615,6 +621,7 @@ fn query_figures(binary: &Path, dir: &Path) -> anyhow::Result<QueryFigures> {
     Ok(QueryFigures {
         day: timed(&["--since", "24h"])?,
         day_uncovered,
+        package_year_uncovered,
         user_week: timed(&["--since", "7d", "--user", QUERY_USER])?,
         package_year: timed(&["--package", QUERY_PACKAGE])?,
     })

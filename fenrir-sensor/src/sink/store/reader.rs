@@ -22,11 +22,13 @@ pub struct ScanStats {
     pub lines: u64,
 }
 
-/// Calls `each` with every complete line of every segment `wanted` does not rule out.
+/// Calls `each` with every complete line of every segment `wanted` does not rule out; with a
+/// `needle`, only with the lines that contain it.
 ///
 /// `wanted` gets the summary of a full segment; the segment being written, or one whose
 /// summary is missing or stale, is always read. `each` gets the segment number, the line's
-/// index in its segment and the line's bytes.
+/// byte offset in its segment and the line's bytes. The needle is searched in the whole
+/// segment at once, which for a rare one costs a fraction of looking at every line.
 ///
 /// # Errors
 /// The store directory cannot be listed, or a segment cannot be read for a reason other than
@@ -34,6 +36,7 @@ pub struct ScanStats {
 pub fn scan(
     dir: &Path,
     wanted: impl Fn(&SegmentSummary) -> bool,
+    needle: Option<&memchr::memmem::Finder<'_>>,
     mut each: impl FnMut(u64, u64, &[u8]),
 ) -> io::Result<ScanStats> {
     let mut stats = ScanStats::default();
@@ -49,17 +52,34 @@ pub fn scan(
         };
         stats.segments_read += 1;
 
-        let mut start = 0;
-        let mut index = 0;
-        for newline in memchr::memchr_iter(b'\n', &bytes) {
-            let line = &bytes[start..newline];
-            start = newline + 1;
-            if line.is_empty() {
-                continue;
+        let mut yield_line = |start: usize, end: usize| {
+            let line = &bytes[start..end];
+            if !line.is_empty() {
+                each(segment.number, start as u64, line);
+                stats.lines += 1;
             }
-            each(segment.number, index, line);
-            index += 1;
-            stats.lines += 1;
+        };
+        if let Some(needle) = needle {
+            // Lines before `next` were handed over already.
+            let mut next = 0;
+            for found in needle.find_iter(&bytes) {
+                if found < next {
+                    continue;
+                }
+                let start = memchr::memrchr(b'\n', &bytes[..found]).map_or(0, |n| n + 1);
+                // A last line without its newline is still being written.
+                let Some(end) = memchr::memchr(b'\n', &bytes[found..]).map(|n| found + n) else {
+                    break;
+                };
+                yield_line(start, end);
+                next = end + 1;
+            }
+        } else {
+            let mut start = 0;
+            for newline in memchr::memchr_iter(b'\n', &bytes) {
+                yield_line(start, newline);
+                start = newline + 1;
+            }
         }
     }
     Ok(stats)
@@ -113,19 +133,36 @@ mod tests {
         let stats = scan(
             dir.path(),
             |summary| summary.may_overlap(Some(june), None),
-            |segment, index, line| seen.push((segment, index, line.len())),
+            None,
+            |segment, offset, line| seen.push((segment, offset, line.len())),
         )?;
         assert_eq!(stats.segments_skipped, 1);
         assert_eq!(stats.segments_read, 1);
         assert_eq!(seen.len(), 1, "only the June event; the partial line waits");
         assert_eq!(seen[0].0, 2);
 
-        let all = scan(dir.path(), |_| true, |_, _, _| {})?;
+        let all = scan(dir.path(), |_| true, None, |_, _, _| {})?;
         assert_eq!(all.lines, 3);
         assert_eq!(
-            scan(&dir.path().join("absent"), |_| true, |_, _, _| {})?,
+            scan(&dir.path().join("absent"), |_| true, None, |_, _, _| {})?,
             ScanStats::default()
         );
+
+        // With a needle, only the lines holding it, each once, and never the partial one.
+        let needle = memchr::memmem::Finder::new("\"old\"");
+        let mut old = Vec::new();
+        scan(
+            dir.path(),
+            |_| true,
+            Some(&needle),
+            |segment, offset, _| old.push((segment, offset)),
+        )?;
+        let size = events[0].to_json_line().len() as u64 + 1;
+        assert_eq!(old, [(1, 0), (1, size)]);
+        let written = memchr::memmem::Finder::new("being");
+        let mut partial = 0;
+        scan(dir.path(), |_| true, Some(&written), |_, _, _| partial += 1)?;
+        assert_eq!(partial, 0);
         Ok(())
     }
 }
