@@ -764,6 +764,49 @@ mod tests {
     }
 
     #[test]
+    fn an_event_stored_twice_after_a_crash_shows_as_often_as_the_log_has_its_line(
+    ) -> anyhow::Result<()> {
+        use crate::sink::Sink as _;
+
+        let dir = tempfile::tempdir()?;
+        let log = dir.path().join("dpkg.log");
+        let line = "2026-03-01 10:00:00 remove twice:amd64 1.0 <none>";
+        std::fs::write(&log, format!("{line}\n"))?;
+        let mut store = crate::sink::store::StoreSink::new(
+            dir.path().join("events"),
+            crate::sink::store::StoreOptions::default(),
+        );
+        let mut interpreter = crate::parse::interpret::LogInterpreter::default();
+        let changes = interpreter.line(line.as_bytes(), &log, 1);
+        let event = Event::from_change(&changes[0], "sensor-host", "dpkg");
+        // Delivered, then delivered again after a crash before the checkpoint moved.
+        store.send(&event)?;
+        store.send(&event)?;
+        drop(store);
+
+        let sources = Sources {
+            store: Some(dir.path().join("events")),
+            dpkg_logs: replay::rotations_of(&log),
+            history: HistorySource::Disabled,
+            host: "query-host".into(),
+            unfinished: Unfinished::Judge,
+            covered: None,
+        };
+        let answer = run(&Filter::default(), &sources, None)?;
+        assert_eq!(answer.events.len(), 1, "the log has the line once");
+        assert_eq!(answer.events[0].origin, Origin::Store);
+        assert_eq!(answer.stats.duplicates, 1);
+
+        // Without the log, the store is all there is.
+        let alone = Sources {
+            dpkg_logs: Vec::new(),
+            ..sources
+        };
+        assert_eq!(run(&Filter::default(), &alone, None)?.events.len(), 2);
+        Ok(())
+    }
+
+    #[test]
     fn log_files_wholly_inside_the_stores_coverage_are_not_read() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let log = dir.path().join("dpkg.log");

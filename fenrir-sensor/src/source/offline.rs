@@ -77,6 +77,10 @@ impl Reconciler {
     }
 
     /// Moves the tracked set by one delivered log line, if it is a `status` line.
+    ///
+    /// TODO: a `dpkg --root` or `--admindir` run that writes the followed log changes another
+    /// database; its status lines move this set all the same, so the next start reports its
+    /// packages as removed while the sensor was down.
     pub fn observe(&mut self, line: &[u8]) {
         let Some(tracked) = self.tracked.as_mut() else {
             return;
