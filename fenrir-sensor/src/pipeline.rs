@@ -216,6 +216,10 @@ impl Pipeline {
         }
         if self.rules.evaluate(event, self.ssh.as_ref()) == Verdict::Suppress {
             self.suppressed += 1;
+            // The store does not get it either: questions must read its line from the log.
+            if let Some(coverage) = self.coverage.as_mut() {
+                coverage.interrupt();
+            }
             debug!(package = %event.parsed_data.package, "event suppressed by a maintenance window");
             return false;
         }

@@ -260,6 +260,15 @@ impl CoverageWatch {
         }
     }
 
+    /// Records that an event of the log was not stored (a rule suppressed it): the store covers
+    /// only what comes after.
+    pub fn interrupt(&mut self) {
+        let now = chrono::Local::now().fixed_offset();
+        if let Err(err) = narrow_coverage(&self.dir, now) {
+            tracing::warn!(dir = %self.dir.display(), error = %err, "failed to record what the event store covers");
+        }
+    }
+
     /// Looks at the dispatcher's counters after a delivery.
     pub fn observe(&mut self, stats: &[crate::sink::dispatch::SinkStats]) {
         let Some(store) = stats.iter().find(|s| s.name == self.name) else {
