@@ -3,11 +3,13 @@
 //! [`dpkg`] reads one line into a typed [`dpkg::LogLine`]; [`version`] orders Debian versions
 //! exactly as dpkg does; [`transaction`] follows each package through dpkg's runs and decides
 //! what every action line means (install, upgrade, downgrade, reinstall, …) and which installs
-//! never finished.
+//! never finished; [`apt_history`] reads apt's own record of its runs and [`status`] dpkg's
+//! database of installed packages.
 
 pub mod apt_history;
 pub mod dpkg;
 pub mod interpret;
+pub mod status;
 pub mod transaction;
 pub mod version;
 
