@@ -232,6 +232,10 @@ pub struct Event {
     /// For the integrity categories: what the witnesses showed (files, log, database).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub evidence: Option<serde_json::Value>,
+    /// How the change was seen: absent when read from the log as dpkg wrote it; `offline`
+    /// when found by comparing dpkg's database with the state saved while the sensor last ran.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub observed: Option<String>,
 }
 
 impl Event {
@@ -280,6 +284,7 @@ impl Event {
             rules: Vec::new(),
             scripts: None,
             evidence: None,
+            observed: None,
         }
     }
 
@@ -342,6 +347,7 @@ impl Event {
                 "omitted": scripts.omitted,
             })),
             evidence: None,
+            observed: None,
         }
     }
 
@@ -378,6 +384,7 @@ impl Event {
             rules: Vec::new(),
             scripts: None,
             evidence: Some(evidence),
+            observed: None,
         }
     }
 

@@ -34,10 +34,12 @@ use crate::sink::dispatch::{DispatchOptions, Dispatcher, SinkStats};
 use crate::sink::hook::{Hooks, OutcomeJournal};
 use crate::sink::journald::JournaldSink;
 use crate::sink::json::JsonSink;
+use crate::sink::store::{CoverageWatch, StoreOptions, StoreSink};
 use crate::sink::Sink;
 use crate::source::checkpoint::{Checkpoint, CheckpointStore};
 use crate::source::exec::{ExecTracer, LoadError, TracerConfig};
 use crate::source::lock::{dpkg_lock_state, LockState};
+use crate::source::offline::Reconciler;
 use crate::source::ssh::reader::ReaderOptions;
 use crate::source::tail::{Line, Position, StartAt, TailNotice, TailOptions, Tailer};
 
@@ -68,6 +70,18 @@ fn build_sinks(config: &Config) -> Vec<Box<dyn Sink>> {
         .map(|target| Box::new(JsonSink::new(target)) as Box<dyn Sink>)
         .collect();
 
+    let store = &config.sinks.store;
+    if store.enabled {
+        let options = StoreOptions {
+            segment_bytes: store.segment_bytes,
+            max_bytes: store.max_bytes,
+        };
+        sinks.push(Box::new(StoreSink::new(
+            store_dir(&config.state_dir),
+            options,
+        )));
+    }
+
     let journald = &config.sinks.journald;
     if journald.enabled {
         if journald.socket.exists() {
@@ -80,6 +94,12 @@ fn build_sinks(config: &Config) -> Vec<Box<dyn Sink>> {
         }
     }
     sinks
+}
+
+/// Returns the event store's directory inside the state directory.
+#[must_use]
+pub fn store_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("events")
 }
 
 /// The pipeline's state between wake-ups.
@@ -102,6 +122,10 @@ struct Pipeline {
     free_polls: u32,
     /// Whether the last read of the log failed, so the failure is reported once.
     read_failing: bool,
+    /// What changed in dpkg's database while the sensor was down.
+    offline: Reconciler,
+    /// What the event store covers, when there is one.
+    coverage: Option<CoverageWatch>,
     events: u64,
     too_long: u64,
     /// SSH logins for attribution and correlation; absent with `[ssh] source = "off"`.
@@ -153,6 +177,7 @@ impl Pipeline {
             };
 
             self.integrity.line(&line.bytes);
+            self.offline.observe(&line.bytes);
             let changes = self
                 .interpreter
                 .line(&line.bytes, self.tailer.path(), line.line_no);
@@ -200,6 +225,10 @@ impl Pipeline {
         }
         if self.rules.evaluate(event, self.ssh.as_ref()) == Verdict::Suppress {
             self.suppressed += 1;
+            // The store does not get it either: questions must read its line from the log.
+            if let Some(coverage) = self.coverage.as_mut() {
+                coverage.interrupt();
+            }
             debug!(package = %event.parsed_data.package, "event suppressed by a maintenance window");
             return false;
         }
@@ -388,6 +417,13 @@ impl Pipeline {
         if self.saved.as_ref() == Some(&checkpoint) {
             return;
         }
+        // The snapshot must not be older than the position.
+        if let Some(coverage) = self.coverage.as_mut() {
+            coverage.observe(&self.dispatcher.stats());
+        }
+        if !self.dispatcher.has_unaccepted() {
+            self.offline.persist();
+        }
         match self.store.save(&checkpoint) {
             Ok(()) => self.saved = Some(checkpoint),
             // Events are already out; a stale checkpoint only risks repeats after a crash.
@@ -464,6 +500,11 @@ impl Pipeline {
         let (tailer, notices) = Tailer::open(log.clone(), checkpoint.as_ref(), options)
             .with_context(|| format!("failed to open {}", log.display()))?;
 
+        // The store holds every line's event since the last break in reading the log.
+        let continuous =
+            checkpoint.is_some() && (notices.is_empty() || tailer.is_draining_rotated());
+        let coverage = CoverageWatch::for_config(config, continuous);
+
         let delivery = &config.delivery;
         let dispatcher = Dispatcher::new(
             build_sinks(config),
@@ -524,6 +565,8 @@ impl Pipeline {
             saved: checkpoint,
             free_polls: 0,
             read_failing: false,
+            offline: Reconciler::start(&config.state_dir, &config.dpkg.admin_dir, &log),
+            coverage,
             events: 0,
             too_long: 0,
             ssh,
@@ -538,12 +581,57 @@ impl Pipeline {
         Ok(pipeline)
     }
 
+    /// Compares dpkg's database with the snapshot of the last run, once per start, at a
+    /// moment when no package manager holds the database and the log is read to its end.
+    fn reconcile_offline(&mut self) {
+        if !self.offline.is_due() || self.held.is_some() {
+            return;
+        }
+        let is_free = |dir: &Path| !matches!(dpkg_lock_state(dir), Ok(LockState::Held { .. }));
+        if !is_free(&self.admin_dir) {
+            return;
+        }
+        self.pump();
+        let read = (self.interpreter.stats().lines, self.too_long);
+        let database = match crate::parse::status::read_database(&self.admin_dir) {
+            Ok((database, _)) => database,
+            Err(err) => {
+                warn!(error = %format!("{:#}", anyhow::Error::new(err)), "cannot read the dpkg database; changes made while the sensor was down are not looked for");
+                self.offline.skip();
+                return;
+            }
+        };
+        // A run that started meanwhile may have changed the database ahead of its log lines.
+        self.pump();
+        if read != (self.interpreter.stats().lines, self.too_long)
+            || self.held.is_some()
+            || !is_free(&self.admin_dir)
+        {
+            return;
+        }
+        for mut event in self.offline.reconcile(database, &self.host) {
+            if !self.judge(&mut event) {
+                continue;
+            }
+            self.events += 1;
+            if !self.dispatcher.dispatch(event) {
+                warn!("no sink accepted an offline change; it is retried with its sink");
+            }
+        }
+        if !self.dispatcher.has_unaccepted() {
+            self.offline.persist();
+        }
+    }
+
     /// Delivers what is already written, closes the sinks and reports what the run did.
     fn stop(mut self) -> RunSummary {
         // Deliver what is already written before stopping, so a restart repeats nothing.
         self.pump();
         let found = self.integrity.close();
         self.emit(found);
+        if !self.dispatcher.has_unaccepted() {
+            self.offline.persist();
+        }
         if let Some(ssh) = self.ssh.as_mut() {
             ssh.close();
         }
@@ -557,6 +645,9 @@ impl Pipeline {
             events: self.events,
             sinks: self.dispatcher.close(),
         };
+        if let Some(coverage) = self.coverage.as_mut() {
+            coverage.finish(&summary.sinks);
+        }
         for sink in &summary.sinks {
             if sink.lost > 0 {
                 error!(sink = sink.name, lost = sink.lost, "events lost for a sink");
@@ -631,6 +722,7 @@ pub async fn run(
         "sensor ready"
     );
     pipeline.pump();
+    pipeline.reconcile_offline();
 
     let mut poll = tokio::time::interval(config.tail.poll_interval());
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -644,7 +736,10 @@ pub async fn run(
             () = &mut shutdown => break,
             () = wake.notified() => pipeline.pump(),
             _ = poll.tick() => {
+                // Off the path of each event: a sync per event would cost its latency.
+                pipeline.dispatcher.sync();
                 pipeline.pump();
+                pipeline.reconcile_offline();
                 pipeline.finish_runs_if_idle();
                 pipeline.check_integrity();
                 pipeline.check_kernel_drops();
