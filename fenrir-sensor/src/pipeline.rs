@@ -176,7 +176,7 @@ impl Pipeline {
                 continue;
             };
 
-            self.integrity.line(&line.bytes);
+            self.integrity.line(&line);
             self.offline.observe(&line.bytes);
             let changes = self
                 .interpreter
@@ -307,7 +307,8 @@ impl Pipeline {
     fn check_integrity(&mut self) {
         let found = self.integrity.poll(&self.tailer);
         self.emit(found);
-        if !self.integrity.has_idle_work() || self.held.is_some() {
+        // The offline comparison goes first: what the database holds at start is its to report.
+        if !self.integrity.has_idle_work() || self.held.is_some() || self.offline.is_due() {
             self.quiet_polls = 0;
             return;
         }
@@ -333,6 +334,12 @@ impl Pipeline {
             .map(|(_, attributor)| attributor.runs_since(since));
         let found = self.integrity.idle(runs.as_deref());
         self.emit(found);
+        if let Some(view) = self.integrity.database_view() {
+            self.offline.take_in(view);
+        }
+        if !self.dispatcher.has_unaccepted() {
+            self.offline.persist();
+        }
     }
 
     /// Moves every waiting kernel record into the attributor.
@@ -593,8 +600,15 @@ impl Pipeline {
         }
         self.pump();
         let read = (self.interpreter.stats().lines, self.too_long);
-        let database = match crate::parse::status::read_database(&self.admin_dir) {
-            Ok((database, _)) => database,
+        // The database witness's reading at start, moved by the lines written since, is the
+        // line between the two: what it saw is offline, what it will see is live.
+        self.integrity.take_database_baseline();
+        let database = match self.integrity.database_view() {
+            Some(view) => Ok(view.clone()),
+            None => crate::parse::status::read_database(&self.admin_dir).map(|(set, _)| set),
+        };
+        let database = match database {
+            Ok(database) => database,
             Err(err) => {
                 warn!(error = %format!("{:#}", anyhow::Error::new(err)), "cannot read the dpkg database; changes made while the sensor was down are not looked for");
                 self.offline.skip();

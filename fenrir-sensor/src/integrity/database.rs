@@ -98,6 +98,13 @@ impl DatabaseWitness {
         }
     }
 
+    /// Returns the database as the log describes it: the last reading, moved on by every
+    /// `status` line observed since; `None` before the first reading.
+    #[must_use]
+    pub fn view(&self) -> Option<&InstalledSet> {
+        self.logged.as_ref()
+    }
+
     /// Returns whether the database may have changed since the last check.
     #[must_use]
     pub fn is_due(&self) -> bool {

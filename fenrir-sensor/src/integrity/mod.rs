@@ -32,8 +32,9 @@ use tracing::{debug, error, warn};
 use crate::config::Config;
 use crate::event::{escape_control, Category, Event, IntegritySubject};
 use crate::parse::dpkg::PackageRef;
+use crate::parse::status::InstalledSet;
 use crate::parse::PackageChange;
-use crate::source::checkpoint::Checkpoint;
+use crate::source::checkpoint::{Checkpoint, FileIdentity};
 use crate::source::lock::{dpkg_lock_state, LockState};
 use crate::source::tail::{Line, Position, TailNotice, Tailer};
 use check::{FileKind, Verification};
@@ -135,6 +136,9 @@ pub struct Integrity {
     pending: Vec<Job>,
     witness: Option<LogWitness>,
     database: Option<DatabaseWitness>,
+    /// How far each followed file was written when the database was read at start: the
+    /// lines up to there are in that reading already.
+    written_at_baseline: Vec<(FileIdentity, u64)>,
     /// When the database was last compared, for the kernel's runs since.
     last_check: SystemTime,
     ready: Arc<tokio::sync::Notify>,
@@ -183,13 +187,23 @@ impl Integrity {
             events.extend(found.iter().map(|t| tamper_event(t, host)));
             witness
         });
+        let mut written_at_baseline = Vec::new();
         let database = settings.unlogged.then(|| {
             let mut database = DatabaseWitness::start(&admin_dir);
             // The baseline is the database as the sensor starts, so a change made right after
             // the start is already compared with it; a database in use waits for a quiet poll.
             if matches!(dpkg_lock_state(&admin_dir), Ok(LockState::Free)) {
-                if let Err(err) = database.check(false) {
-                    debug!(error = %format!("{:#}", anyhow::Error::new(err)), "cannot read the dpkg database yet");
+                // Sizes first: a line written after them is applied, harmlessly, twice.
+                let written: Vec<(FileIdentity, u64)> = tailer
+                    .followed()
+                    .iter()
+                    .filter_map(|f| Some((f.position.identity, f.file.metadata().ok()?.len())))
+                    .collect();
+                match database.check(false) {
+                    Ok(_) => written_at_baseline = written,
+                    Err(err) => {
+                        debug!(error = %format!("{:#}", anyhow::Error::new(err)), "cannot read the dpkg database yet");
+                    }
                 }
             }
             database
@@ -203,6 +217,7 @@ impl Integrity {
             pending: Vec::new(),
             witness,
             database,
+            written_at_baseline,
             last_check: SystemTime::now(),
             ready,
         };
@@ -218,6 +233,10 @@ impl Integrity {
     /// Takes one batch the tailer read: its notices first, then its lines.
     pub fn read(&mut self, lines: &[Line], notices: &[TailNotice], tailer: &Tailer) -> Vec<Event> {
         let mut events = Vec::new();
+        // What a shortened file holds at an offset below its old size was written later.
+        if notices.contains(&TailNotice::Truncated) {
+            self.written_at_baseline.clear();
+        }
         if let Some(witness) = self.witness.as_mut() {
             if notices
                 .iter()
@@ -232,10 +251,49 @@ impl Integrity {
     }
 
     /// Takes one line as it is handled, in order.
-    pub fn line(&mut self, bytes: &[u8]) {
-        if let Some(database) = self.database.as_mut() {
-            database.observe(bytes);
+    pub fn line(&mut self, line: &Line) {
+        let Some(database) = self.database.as_mut() else {
+            return;
+        };
+        // A line the log already held when the database was read at start is in that
+        // reading: applying it again would move the view by lines of another time (or, for a
+        // `dpkg --root` run, of another database).
+        let position = &line.position;
+        if let Some(index) = self
+            .written_at_baseline
+            .iter()
+            .position(|(identity, _)| *identity == position.identity)
+        {
+            if position.offset <= self.written_at_baseline[index].1 {
+                return;
+            }
+            self.written_at_baseline.swap_remove(index);
         }
+        database.observe(&line.bytes);
+    }
+
+    /// Reads dpkg's database as the database witness's baseline when it has none yet; call at
+    /// a quiet moment, with the log read to its end.
+    pub fn take_database_baseline(&mut self) {
+        let Some(database) = self.database.as_mut() else {
+            return;
+        };
+        if database.view().is_some() {
+            return;
+        }
+        match database.check(false) {
+            Ok(_) => self.last_check = SystemTime::now(),
+            Err(err) => {
+                debug!(error = %format!("{:#}", anyhow::Error::new(err)), "cannot read the dpkg database yet");
+            }
+        }
+    }
+
+    /// Returns dpkg's database as the database witness last compared it, moved on by every
+    /// `status` line since; `None` without the witness or before its first reading.
+    #[must_use]
+    pub fn database_view(&self) -> Option<&InstalledSet> {
+        self.database.as_ref().and_then(DatabaseWitness::view)
     }
 
     /// Notes a change read from the log; installs are checked once their run ends.
@@ -599,7 +657,60 @@ fn unlogged_event(
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
+    use crate::source::tail::{StartAt, TailOptions};
+
+    #[test]
+    fn lines_the_log_held_when_the_database_was_read_do_not_move_its_view() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let admin = dir.path().join("admin");
+        fs::create_dir_all(admin.join("updates"))?;
+        fs::write(
+            admin.join("status"),
+            "Package: a\nStatus: install ok installed\nArchitecture: all\nVersion: 1.0\n",
+        )?;
+        let log = dir.path().join("dpkg.log");
+        // Already in the log at start: a status line of another database (`dpkg --root`).
+        fs::write(&log, "2026-05-03 10:00:00 status installed other:all 9\n")?;
+        let mut config = Config::default();
+        config.dpkg.log.clone_from(&log);
+        config.dpkg.admin_dir.clone_from(&admin);
+        config.state_dir = dir.path().join("state");
+        config.integrity.verify = false;
+        config.integrity.log_tamper = false;
+        let options = TailOptions {
+            start_at: StartAt::Beginning,
+            ..TailOptions::default()
+        };
+        let (mut tailer, _) = Tailer::open(log.clone(), None, options)?;
+        let (mut integrity, found) = Integrity::start(&config, &tailer, None, "h");
+        assert!(found.is_empty());
+
+        let names = |integrity: &Integrity| -> Vec<String> {
+            integrity
+                .database_view()
+                .map(|view| view.iter().map(|p| p.name.clone()).collect())
+                .unwrap_or_default()
+        };
+        let (lines, _) = tailer.read_lines(100)?;
+        for line in &lines {
+            integrity.line(line);
+        }
+        assert_eq!(names(&integrity), ["a"], "a line older than the reading");
+
+        fs::write(
+            &log,
+            "2026-05-03 10:00:00 status installed other:all 9\n\
+             2026-05-03 10:00:05 status installed b:all 2\n",
+        )?;
+        let (lines, _) = tailer.read_lines(100)?;
+        assert_eq!(lines.len(), 1);
+        integrity.line(&lines[0]);
+        assert_eq!(names(&integrity), ["a", "b"], "a line written after it");
+        Ok(())
+    }
 
     #[test]
     fn the_root_follows_the_admin_directory() {
