@@ -308,3 +308,51 @@ fn a_change_reported_live_as_unlogged_is_not_reported_offline_at_the_next_start(
     assert!(status.success() && rest.is_empty(), "{rest:#?}");
     Ok(())
 }
+
+#[test]
+fn a_dpkg_root_run_logging_to_the_followed_log_leaves_its_database_alone() -> anyhow::Result<()> {
+    if !require_root("the other-database test") {
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    let chroot = Sandbox::new()?;
+    let mut args = run_args(&sandbox, &[]);
+    args.retain(|a| a != "--no-ebpf");
+    let sensor = Sensor::start(&args)?;
+    if !sensor.stderr().contains("attribution=true") {
+        println!(
+            "skipping: the sensor runs without its kernel tracer here:\n{}",
+            sensor.stderr()
+        );
+        return Ok(());
+    }
+    sandbox.install(&PackageSpec::new("fenrir-host", "1.0"))?;
+    next_of(&sensor, "package_install")?;
+
+    // dpkg --root on another tree, logging to the followed log, as a chroot build might.
+    let deb = chroot.build(&PackageSpec::new("fenrir-chroot", "3.0"))?;
+    let output = chroot.dpkg_logging_to(&sandbox.log(), &["-i", &deb.to_string_lossy()])?;
+    anyhow::ensure!(
+        output.status.success(),
+        "dpkg failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The log says it happened, so it is reported; the followed database never changed.
+    let event = next_of(&sensor, "package_install")?;
+    assert_eq!(event["parsed_data"]["package"], "fenrir-chroot");
+    let extra = sensor.drain(Duration::from_secs(4));
+    assert!(
+        !extra
+            .iter()
+            .any(|e| e["category"] == "package_change_unlogged"),
+        "{extra:#?}"
+    );
+    let (status, _) = sensor.stop()?;
+    assert!(status.success());
+
+    // Nor did the snapshot take it in: nothing is removed while the sensor was down.
+    let sensor = Sensor::start(&run_args(&sandbox, &[]))?;
+    let again = sensor.drain(Duration::from_secs(4));
+    assert!(again.is_empty(), "{again:#?}");
+    Ok(())
+}

@@ -176,8 +176,15 @@ impl Pipeline {
                 continue;
             };
 
-            self.integrity.line(&line);
-            self.offline.observe(&line.bytes);
+            // A `dpkg --root` run's status lines describe another database than the followed one.
+            let other_database = self
+                .kernel
+                .as_mut()
+                .is_some_and(|(_, attributor)| attributor.wrote_other_database(&line.bytes));
+            if !other_database {
+                self.integrity.line(&line);
+                self.offline.observe(&line.bytes);
+            }
             let changes = self
                 .interpreter
                 .line(&line.bytes, self.tailer.path(), line.line_no);

@@ -250,7 +250,11 @@ impl Integrity {
         events
     }
 
-    /// Takes one line as it is handled, in order.
+    /// Takes one line as it is handled, in order; the pipeline leaves out the lines the kernel
+    /// saw a `dpkg --root` or `--admindir` run write, which describe another database.
+    ///
+    /// TODO: without the kernel tracer such a run's status lines are taken as the followed
+    /// database's, so the next check reports its packages as changed without a log line.
     pub fn line(&mut self, line: &Line) {
         let Some(database) = self.database.as_mut() else {
             return;

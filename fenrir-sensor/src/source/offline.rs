@@ -81,11 +81,13 @@ impl Reconciler {
         }
     }
 
-    /// Moves the tracked set by one delivered log line, if it is a `status` line.
+    /// Moves the tracked set by one delivered log line, if it is a `status` line. The pipeline
+    /// leaves out the lines the kernel saw a `dpkg --root` or `--admindir` run write: they
+    /// describe another database.
     ///
-    /// TODO: a `dpkg --root` or `--admindir` run that writes the followed log changes another
-    /// database; its status lines move this set all the same, so the next start reports its
-    /// packages as removed while the sensor was down.
+    /// TODO: such a run's lines written while the sensor was down, or while it ran without its
+    /// kernel tracer, have no known writer and move this set all the same, so the next start
+    /// reports their packages as removed while the sensor was down.
     pub fn observe(&mut self, line: &[u8]) {
         let Some(tracked) = self.tracked.as_mut() else {
             return;
