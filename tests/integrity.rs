@@ -359,6 +359,78 @@ fn a_log_truncated_or_rewritten_under_the_sensor_is_tamper() -> anyhow::Result<(
     Ok(())
 }
 
+/// Rewrites `path` in place with `text`: the same inode, shorter, as `cat copy > log` does.
+fn rewrite_in_place(path: &Path, text: &str) -> anyhow::Result<()> {
+    let file = OpenOptions::new().write(true).open(path)?;
+    file.set_len(0)?;
+    file.write_all_at(text.as_bytes(), 0)?;
+    Ok(())
+}
+
+/// Returns the log without the lines that name `package`.
+fn without(log: &Path, package: &str) -> anyhow::Result<String> {
+    Ok(fs::read_to_string(log)?
+        .lines()
+        .filter(|l| !l.contains(package))
+        .flat_map(|l| [l, "\n"])
+        .collect())
+}
+
+fn package_events(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["source"] == "package")
+        .map(|e| format!("{} {}", e["category"], e["parsed_data"]["package"]))
+        .collect()
+}
+
+#[test]
+fn lines_left_in_a_shortened_log_are_not_reported_again() -> anyhow::Result<()> {
+    if !require_root("the integrity test") {
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    let config = config(&sandbox, "")?;
+    let sensor = Sensor::start(&run_args(&config, false))?;
+    sandbox.install(&PackageSpec::new("fenrir-one", "1.0"))?;
+    sandbox.install(&PackageSpec::new("fenrir-two", "1.0"))?;
+    wait_for(&sensor, "package_install")?;
+    wait_for(&sensor, "package_install")?;
+
+    // The first install's lines cut out of the log in place; fenrir-two's stay.
+    let log = sandbox.log();
+    rewrite_in_place(&log, &without(&log, "fenrir-one")?)?;
+    let (event, before) = wait_for(&sensor, "log_tamper")?;
+    assert_eq!(event["evidence"]["seen"], "shortened", "{event:#}");
+    assert_eq!(package_events(&before), Vec::<String>::new());
+
+    // What dpkg writes after the tampering is reported, and nothing else again.
+    sandbox.install(&PackageSpec::new("fenrir-three", "1.0"))?;
+    let (event, before) = wait_for(&sensor, "package_install")?;
+    assert_eq!(event["parsed_data"]["package"], "fenrir-three", "{event:#}");
+    assert_eq!(package_events(&before), Vec::<String>::new());
+    let rest = sensor.drain(Duration::from_secs(3));
+    assert_eq!(package_events(&rest), Vec::<String>::new());
+    let (status, rest) = sensor.stop()?;
+    assert!(status.success());
+    assert_eq!(package_events(&rest), Vec::<String>::new());
+
+    // The same while the sensor is down: found at start, and the rest not read again.
+    rewrite_in_place(&log, &without(&log, "fenrir-two")?)?;
+    let sensor = Sensor::start(&run_args(&config, false))?;
+    let (event, before) = wait_for(&sensor, "log_tamper")?;
+    assert!(
+        event["evidence"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("while the sensor was down")),
+        "{event:#}"
+    );
+    let rest = sensor.drain(Duration::from_secs(3));
+    assert_eq!(package_events(&before), Vec::<String>::new());
+    assert_eq!(package_events(&rest), Vec::<String>::new());
+    Ok(())
+}
+
 #[test]
 fn a_log_edited_while_the_sensor_was_down_is_tamper_at_start() -> anyhow::Result<()> {
     if !require_root("the integrity test") {

@@ -150,7 +150,7 @@ impl Pipeline {
                 return;
             }
             let Some(line) = self.queued.pop_front() else {
-                let (lines, notices) = match self.tailer.read_lines(BATCH_LINES) {
+                let (mut lines, notices) = match self.tailer.read_lines(BATCH_LINES) {
                     Ok(read) => read,
                     Err(err) => {
                         if !self.read_failing {
@@ -165,9 +165,10 @@ impl Pipeline {
                     info!(path = %self.tailer.path().display(), "log readable again");
                 }
                 self.note(&notices);
-                let found = self.integrity.read(&lines, &notices, &self.tailer);
+                let is_end = lines.is_empty();
+                let found = self.integrity.read(&mut lines, &notices, &self.tailer);
                 self.emit(found);
-                if lines.is_empty() {
+                if is_end {
                     break;
                 }
                 // The writer's exec record reached the ring buffer before its first line did.

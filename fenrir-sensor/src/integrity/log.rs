@@ -21,6 +21,13 @@
 //!   `delaycompress`, `compress`), by hashing its first `offset` bytes. Found: a rotation.
 //!   Not found within `rotation_settle_secs` (a compression may be under way): tamper.
 //!
+//! - **After tamper.** While consumed content is missing and no rotated file explains it, the
+//!   lines the tailer reads again from the file at the path (it restarts a shortened file from
+//!   its start, and reads a replacing file whole) are delivered only after the last one that is
+//!   one of the lines already consumed (the last [`RING_LINES`] while running, the last
+//!   [`SAVED_LINES`] kept with the checkpoint): what was delivered is not delivered again, and
+//!   what dpkg wrote after the tampering still is.
+//!
 //! What cannot be told apart: a copy-and-truncate by logrotate and one by an attacker who
 //! keeps the copy intact beside the log (nothing is lost, so nothing is reported); lines
 //! appended after the last read and cut away before the next one, which were never read
@@ -28,7 +35,7 @@
 //! rotated into another directory (`olddir`), which looks deleted and is reported as tamper,
 //! as is a rotation configured with `rotate 0` (the old content is deleted).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt as _;
@@ -46,6 +53,10 @@ use crate::source::tail::{Line, Tailer};
 /// Lines whose bytes are re-read and compared on every poll.
 pub const RING_LINES: usize = 256;
 
+/// Hashes of the last consumed lines kept with the checkpoint, to know them again after a
+/// restart in a log tampered with while the sensor was down.
+pub const SAVED_LINES: usize = 16;
+
 /// Bytes read per positional read while hashing a prefix.
 const CHUNK: usize = 256 * 1024;
 
@@ -60,6 +71,9 @@ pub struct WitnessState {
     /// SHA-256 of bytes `[0, offset)`, hex.
     pub digest: String,
     pub fingerprint: Option<String>,
+    /// SHA-256 of each of the last lines before `offset` (newline included), oldest first, hex.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<String>,
 }
 
 /// One finding of tamper.
@@ -171,7 +185,15 @@ impl Chain {
             offset: self.end,
             digest: hex(&self.digest()),
             fingerprint: self.fingerprint.clone(),
+            lines: self.saved_lines(self.end),
         }
+    }
+
+    /// Returns the hashes of the last [`SAVED_LINES`] lines ending at or before `offset`, hex.
+    fn saved_lines(&self, offset: u64) -> Vec<String> {
+        let before: Vec<&Entry> = self.ring.iter().filter(|e| e.end <= offset).collect();
+        let from = before.len().saturating_sub(SAVED_LINES);
+        before[from..].iter().map(|e| hex(&e.line_hash)).collect()
     }
 }
 
@@ -182,6 +204,27 @@ struct Suspicion {
     since: Instant,
     /// The first description of what was seen, kept for the report.
     finding: Tamper,
+    /// The hashes of lines known to have been consumed from the missing content.
+    lines: Vec<Digest32>,
+}
+
+impl Suspicion {
+    fn new(state: WitnessState, since: Instant, finding: Tamper, chain: Option<&Chain>) -> Self {
+        let lines = match chain {
+            Some(chain) => chain.ring.iter().map(|e| e.line_hash).collect(),
+            None => state
+                .lines
+                .iter()
+                .filter_map(|h| digest_from_hex(h))
+                .collect(),
+        };
+        Self {
+            state,
+            since,
+            finding,
+            lines,
+        }
+    }
 }
 
 /// Settings of the witness.
@@ -203,6 +246,9 @@ pub struct LogWitness {
     last_full_check: Instant,
     /// The state last handed to a checkpoint, reused while no newer one fits.
     saved: Option<WitnessState>,
+    /// Lines of this file up to this offset were delivered before the content was tampered
+    /// with: they are not delivered again.
+    skip: Option<(FileIdentity, u64)>,
 }
 
 impl LogWitness {
@@ -221,6 +267,7 @@ impl LogWitness {
             suspicions: Vec::new(),
             last_full_check: Instant::now(),
             saved: saved.clone(),
+            skip: None,
         };
         for followed in tailer.followed() {
             let identity = followed.position.identity;
@@ -232,11 +279,10 @@ impl LogWitness {
         let mut found = Vec::new();
         if let Some(state) = saved {
             if let Some(finding) = witness.judge(&state, tailer, "while the sensor was down") {
-                witness.suspicions.push(Suspicion {
-                    state,
-                    since: Instant::now(),
-                    finding,
-                });
+                witness
+                    .suspicions
+                    .push(Suspicion::new(state, Instant::now(), finding, None));
+                witness.plan_skip(tailer);
                 found.extend(witness.poll_suspicions(tailer, Instant::now()));
             }
         }
@@ -287,24 +333,80 @@ impl LogWitness {
     }
 
     /// Judges every followed file again after the tailer noticed a rotation or truncation,
-    /// before the lines of the same read are observed.
-    ///
-    /// TODO: after a truncation judged as tamper the tailer still reads the file again from
-    /// its start, so the lines left in a shortened log are reported a second time.
+    /// before the lines of the same read are given to [`LogWitness::drop_delivered`] and
+    /// observed.
     pub fn notice(&mut self, tailer: &Tailer) -> Vec<Tamper> {
         let states: Vec<WitnessState> = self.chains.iter().map(Chain::state).collect();
         for state in states {
             if let Some(finding) = self.judge(&state, tailer, "") {
                 // The content is gone from this file; start afresh with what is there now.
-                self.chains.retain(|c| c.identity != state.identity);
-                self.suspicions.push(Suspicion {
-                    state,
-                    since: Instant::now(),
-                    finding,
-                });
+                let index = self
+                    .chains
+                    .iter()
+                    .position(|c| c.identity == state.identity);
+                let chain = index.map(|index| self.chains.remove(index));
+                let suspicion = Suspicion::new(state, Instant::now(), finding, chain.as_ref());
+                self.suspicions.push(suspicion);
             }
         }
+        self.plan_skip(tailer);
         self.poll_suspicions(tailer, Instant::now())
+    }
+
+    /// Leaves out of `lines` those that were delivered before the log was tampered with.
+    pub fn drop_delivered(&mut self, lines: &mut Vec<Line>) {
+        let Some((identity, end)) = self.skip else {
+            return;
+        };
+        lines.retain(|line| line.position.identity != identity || line.position.offset > end);
+        // Past the last line delivered before: the rest of the file is new.
+        if lines.iter().any(|line| line.position.identity == identity) {
+            self.skip = None;
+        }
+    }
+
+    /// While consumed content is missing unexplained, finds the last line of the file at the
+    /// path that is one of the lines consumed before: the tailer reads that file from its
+    /// start, and the lines up to there were delivered already.
+    ///
+    /// Resuming after it, rather than at the end, still delivers what dpkg wrote after the
+    /// tampering; with none of them left (the log emptied, or cut before them) the file is
+    /// read whole.
+    fn plan_skip(&mut self, tailer: &Tailer) {
+        self.skip = None;
+        let known: HashSet<Digest32> = self
+            .suspicions
+            .iter()
+            .flat_map(|s| s.lines.iter().copied())
+            .collect();
+        if known.is_empty() {
+            return;
+        }
+        let followed = tailer.followed();
+        let Some(current) = followed.iter().find(|f| f.is_at_path) else {
+            return;
+        };
+        let end = match last_known_line_end(current.file, &known) {
+            Ok(Some(end)) => end,
+            Ok(None) => return,
+            Err(err) => {
+                debug!(error = %err, "cannot look for the lines already read");
+                return;
+            }
+        };
+        let identity = current.position.identity;
+        info!(
+            log = %self.log.display(),
+            offset = end,
+            "the log was tampered with; its lines up to the last one already read are not delivered again"
+        );
+        self.skip = Some((identity, end));
+        // What is kept of the file from now on starts after them.
+        self.chains.retain(|c| c.identity != identity);
+        match Chain::baseline(current.file, identity, end) {
+            Ok(chain) => self.chains.push(chain),
+            Err(err) => debug!(error = %err, "cannot hash the followed log"),
+        }
     }
 
     /// Runs the periodic checks: suspicions that settled, the tail window and, when due, the
@@ -331,12 +433,9 @@ impl LogWitness {
         if !is_linked(current.file) {
             let state = self.chains[index].state();
             if let Some(finding) = self.judge(&state, tailer, "") {
-                self.chains.remove(index);
-                self.suspicions.push(Suspicion {
-                    state,
-                    since: now,
-                    finding,
-                });
+                let chain = self.chains.remove(index);
+                self.suspicions
+                    .push(Suspicion::new(state, now, finding, Some(&chain)));
             }
             return found;
         }
@@ -401,6 +500,7 @@ impl LogWitness {
                 offset,
                 digest: hex(&digest),
                 fingerprint: chain.fingerprint.clone(),
+                lines: chain.saved_lines(offset),
             });
         }
         self.saved
@@ -535,6 +635,47 @@ fn window_change(chain: &Chain, file: &File) -> io::Result<Option<u64>> {
         }
     }
     Ok(None)
+}
+
+/// Returns the offset after the last complete line of `file` whose hash (newline included) is
+/// in `known`.
+fn last_known_line_end(file: &File, known: &HashSet<Digest32>) -> io::Result<Option<u64>> {
+    let mut chunk = vec![0_u8; CHUNK];
+    let mut line = Sha256::new();
+    let mut at = 0_u64;
+    let mut last = None;
+    loop {
+        let n = match file.read_at(&mut chunk, at) {
+            Ok(0) => return Ok(last),
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        let mut start = 0;
+        for newline in memchr::memchr_iter(b'\n', &chunk[..n]) {
+            line.update(&chunk[start..=newline]);
+            let hash: Digest32 = std::mem::take(&mut line).finalize().into();
+            if known.contains(&hash) {
+                last = Some(at + newline as u64 + 1);
+            }
+            start = newline + 1;
+        }
+        line.update(&chunk[start..n]);
+        at += n as u64;
+    }
+}
+
+/// Reads a hex SHA-256 digest.
+fn digest_from_hex(text: &str) -> Option<Digest32> {
+    let mut digest = [0_u8; 32];
+    if text.len() != 64 {
+        return None;
+    }
+    for (byte, pair) in digest.iter_mut().zip(text.as_bytes().chunks(2)) {
+        let pair = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(digest)
 }
 
 /// Whether a file still has a name somewhere.
@@ -693,6 +834,8 @@ mod tests {
         log: PathBuf,
         tailer: Tailer,
         witness: LogWitness,
+        /// Every line handed on, as the pipeline would deliver it.
+        delivered: Vec<String>,
     }
 
     impl Fixture {
@@ -712,6 +855,7 @@ mod tests {
                 log,
                 tailer,
                 witness,
+                delivered: Vec::new(),
             };
             fixture.write("2026-05-03 10:00:00 startup archives unpack\n");
             fixture.write("2026-05-03 10:00:01 install vim:amd64 <none> 2:9.0-1\n");
@@ -726,14 +870,37 @@ mod tests {
 
         /// One wake-up of the pipeline: read, notices first, then lines, then a poll.
         fn read(&mut self) -> Vec<Tamper> {
-            let (lines, notices) = self.tailer.read_lines(1000).expect("read");
+            let (mut lines, notices) = self.tailer.read_lines(1000).expect("read");
             let mut found = Vec::new();
             if !notices.is_empty() {
                 found.extend(self.witness.notice(&self.tailer));
             }
+            self.witness.drop_delivered(&mut lines);
             self.witness.observe(&lines, &self.tailer);
+            self.delivered.extend(
+                lines
+                    .iter()
+                    .map(|l| String::from_utf8_lossy(&l.bytes).into_owned()),
+            );
             found.extend(self.witness.poll(&self.tailer));
             found
+        }
+
+        /// Returns the lines delivered since the last call.
+        fn take_delivered(&mut self) -> Vec<String> {
+            std::mem::take(&mut self.delivered)
+        }
+
+        /// Replaces the log's content in place: same inode, as `cat copy > dpkg.log` does.
+        fn rewrite_in_place(&self, text: &str) {
+            OpenOptions::new()
+                .write(true)
+                .open(&self.log)
+                .and_then(|f| {
+                    f.set_len(0)?;
+                    f.write_all_at(text.as_bytes(), 0)
+                })
+                .expect("rewrite");
         }
 
         fn sibling(&self, name: &str) -> PathBuf {
@@ -829,6 +996,114 @@ mod tests {
             "{}",
             found[0].detail
         );
+    }
+
+    const NEXT: &str = "2026-05-03 10:00:09 startup packages configure";
+
+    #[test]
+    fn lines_left_in_a_tampered_log_are_not_delivered_again() {
+        // Shortened in place: the install line cut out, the lines around it kept.
+        let mut fixture = Fixture::new();
+        let text = fs::read_to_string(&fixture.log).expect("read");
+        fixture.take_delivered();
+        let kept: String = text
+            .lines()
+            .filter(|l| !l.contains(" install "))
+            .flat_map(|l| [l, "\n"])
+            .collect();
+        fixture.rewrite_in_place(&kept);
+        let found = fixture.read();
+        assert_eq!(seen(&found), ["shortened"], "{found:?}");
+        assert_eq!(fixture.take_delivered(), Vec::<String>::new());
+        // What dpkg writes after the tampering is delivered, once.
+        fixture.write(&format!("{NEXT}\n"));
+        assert_eq!(fixture.take_delivered(), [NEXT]);
+        assert!(fixture.read().is_empty());
+        assert!(fixture.take_delivered().is_empty());
+
+        // Rewritten through a new file renamed over the log (`sed -i '/ install /d'`), with a
+        // line appended to it.
+        let mut fixture = Fixture::new();
+        fixture.take_delivered();
+        let text = fs::read_to_string(&fixture.log).expect("read");
+        let forged: String = text
+            .lines()
+            .filter(|l| !l.contains(" install "))
+            .chain([NEXT])
+            .flat_map(|l| [l, "\n"])
+            .collect();
+        let temporary = fixture.sibling("sedXYZ");
+        fs::write(&temporary, forged).expect("write");
+        fs::rename(&temporary, &fixture.log).expect("rename");
+        let found = fixture.read();
+        assert_eq!(seen(&found), ["replaced"], "{found:?}");
+        assert_eq!(fixture.take_delivered(), [NEXT]);
+
+        // Emptied and written again: nothing of the old content is left, every line is new.
+        let mut fixture = Fixture::new();
+        fixture.take_delivered();
+        fixture.rewrite_in_place(&format!("{NEXT}\n"));
+        let found = fixture.read();
+        assert_eq!(seen(&found), ["shortened"], "{found:?}");
+        assert_eq!(fixture.take_delivered(), [NEXT]);
+    }
+
+    #[test]
+    fn lines_after_a_rotation_are_all_delivered() {
+        let mut fixture = Fixture::new();
+        fixture.take_delivered();
+        fs::copy(&fixture.log, fixture.sibling("dpkg.log.1")).expect("copy");
+        let text = fs::read_to_string(&fixture.log).expect("read");
+        // The first line again, as a new run in the same second may write it.
+        let first = text.lines().next().expect("a line").to_owned();
+        fixture.rewrite_in_place(&format!("{first}\n{NEXT}\n"));
+        assert!(fixture.read().is_empty());
+        assert_eq!(fixture.take_delivered(), [first.as_str(), NEXT]);
+    }
+
+    #[test]
+    fn lines_left_in_a_log_shortened_while_the_sensor_was_down_are_not_delivered_again() {
+        let fixture = Fixture::new();
+        let position = fixture.tailer.position().expect("position");
+        let mut witness = fixture.witness;
+        let state = witness
+            .state_for(position.identity, position.offset)
+            .expect("state");
+        assert_eq!(state.lines.len(), 3);
+        let checkpoint = crate::source::checkpoint::Checkpoint::new(
+            fixture.log.clone(),
+            position.identity,
+            position.fingerprint.clone(),
+            position.offset,
+        );
+        let text = fs::read_to_string(&fixture.log).expect("read");
+        let kept: String = text.lines().take(2).flat_map(|l| [l, "\n"]).collect();
+        OpenOptions::new()
+            .write(true)
+            .open(&fixture.log)
+            .and_then(|f| {
+                f.set_len(0)?;
+                f.write_all_at(format!("{kept}{NEXT}\n").as_bytes(), 0)
+            })
+            .expect("shorten");
+
+        let (mut tailer, notices) = Tailer::open(
+            fixture.log.clone(),
+            Some(&checkpoint),
+            TailOptions::default(),
+        )
+        .expect("open");
+        assert!(notices.contains(&crate::source::tail::TailNotice::Truncated));
+        let (mut witness, found) = LogWitness::start(&fixture.log, &tailer, Some(state), options());
+        assert_eq!(seen(&found), ["shortened"], "{found:?}");
+        let (mut lines, _) = tailer.read_lines(1000).expect("read");
+        assert_eq!(lines.len(), 3, "the tailer reads the file from its start");
+        witness.drop_delivered(&mut lines);
+        let texts: Vec<String> = lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(&l.bytes).into_owned())
+            .collect();
+        assert_eq!(texts, [NEXT]);
     }
 
     #[test]

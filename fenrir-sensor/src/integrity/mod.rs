@@ -230,8 +230,15 @@ impl Integrity {
         Arc::clone(&self.ready)
     }
 
-    /// Takes one batch the tailer read: its notices first, then its lines.
-    pub fn read(&mut self, lines: &[Line], notices: &[TailNotice], tailer: &Tailer) -> Vec<Event> {
+    /// Takes one batch the tailer read: its notices first, then its lines. Lines delivered
+    /// before the log was tampered with, which the tailer reads again, are taken out of
+    /// `lines`.
+    pub fn read(
+        &mut self,
+        lines: &mut Vec<Line>,
+        notices: &[TailNotice],
+        tailer: &Tailer,
+    ) -> Vec<Event> {
         let mut events = Vec::new();
         // What a shortened file holds at an offset below its old size was written later.
         if notices.contains(&TailNotice::Truncated) {
@@ -245,6 +252,7 @@ impl Integrity {
                 let found = witness.notice(tailer);
                 events.extend(found.iter().map(|t| tamper_event(t, &self.host)));
             }
+            witness.drop_delivered(lines);
             witness.observe(lines, tailer);
         }
         events
