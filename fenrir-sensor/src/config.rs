@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::parse::manager::Manager;
+
 /// Where the configuration is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/fenrir/fenrir.toml";
 
@@ -26,6 +28,7 @@ pub struct Config {
     /// Read existing log content on a first start instead of starting at its end.
     pub from_start: bool,
     pub dpkg: DpkgConfig,
+    pub managers: ManagersConfig,
     pub sinks: SinksConfig,
     pub ebpf: EbpfConfig,
     pub tail: TailConfig,
@@ -40,6 +43,7 @@ impl Default for Config {
             state_dir: PathBuf::from("/var/lib/fenrir"),
             from_start: false,
             dpkg: DpkgConfig::default(),
+            managers: ManagersConfig::default(),
             sinks: SinksConfig::default(),
             ebpf: EbpfConfig::default(),
             tail: TailConfig::default(),
@@ -64,6 +68,103 @@ impl Default for DpkgConfig {
             log: PathBuf::from("/var/log/dpkg.log"),
             admin_dir: PathBuf::from("/var/lib/dpkg"),
         }
+    }
+}
+
+/// The package managers other than dpkg whose logs are followed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagersConfig {
+    pub dnf: ManagerConfig,
+    pub yum: ManagerConfig,
+    pub zypper: ManagerConfig,
+    pub pacman: ManagerConfig,
+    pub apk: ApkConfig,
+}
+
+/// One package manager's log.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagerConfig {
+    /// Follow the log; a log that does not exist yet is waited for.
+    pub enabled: bool,
+    /// The log; the manager's own default when absent.
+    pub log: Option<PathBuf>,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            log: None,
+        }
+    }
+}
+
+/// apk's log, and its database for hosts where apk writes no log.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApkConfig {
+    pub enabled: bool,
+    /// `/var/log/apk.log` when absent.
+    pub log: Option<PathBuf>,
+    /// Followed instead of the log when the log does not exist at start but this does;
+    /// `/lib/apk/db/installed` when absent.
+    pub database: Option<PathBuf>,
+}
+
+impl Default for ApkConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            log: None,
+            database: None,
+        }
+    }
+}
+
+impl ManagersConfig {
+    /// Returns whether `manager`'s log is followed, and the log.
+    #[must_use]
+    pub fn log_of(&self, manager: Manager) -> Option<PathBuf> {
+        let (enabled, log) = match manager {
+            Manager::Dpkg => return None,
+            Manager::Dnf => (self.dnf.enabled, &self.dnf.log),
+            Manager::Yum => (self.yum.enabled, &self.yum.log),
+            Manager::Zypper => (self.zypper.enabled, &self.zypper.log),
+            Manager::Pacman => (self.pacman.enabled, &self.pacman.log),
+            Manager::Apk => (self.apk.enabled, &self.apk.log),
+        };
+        enabled.then(|| {
+            log.clone()
+                .unwrap_or_else(|| Path::new("/").join(manager.default_log()))
+        })
+    }
+
+    /// Returns apk's database.
+    #[must_use]
+    pub fn apk_database(&self) -> PathBuf {
+        self.apk
+            .database
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/lib/apk/db/installed"))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let logs = [
+            ("dnf.log", &self.dnf.log),
+            ("yum.log", &self.yum.log),
+            ("zypper.log", &self.zypper.log),
+            ("pacman.log", &self.pacman.log),
+            ("apk.log", &self.apk.log),
+            ("apk.database", &self.apk.database),
+        ];
+        for (key, path) in logs {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(format!("key `managers.{key}`: must not be empty"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -299,6 +400,7 @@ impl Config {
         if self.delivery.retry_initial_ms > self.delivery.retry_max_ms {
             return Err("key `delivery.retry_initial_ms`: must not exceed retry_max_ms".into());
         }
+        self.managers.validate()?;
         for output in &self.sinks.json.outputs {
             if output.is_empty() {
                 return Err("key `sinks.json.outputs`: an output is empty".into());
@@ -348,6 +450,12 @@ from_start = true
 [dpkg]
 log = "/srv/dpkg.log"
 admin_dir = "/srv/admin"
+[managers.dnf]
+log = "/srv/root/var/log/dnf.rpm.log"
+[managers.zypper]
+enabled = false
+[managers.apk]
+database = "/srv/root/lib/apk/db/installed"
 [sinks.json]
 outputs = ["-", "/var/log/fenrir/events.jsonl"]
 [sinks.journald]
@@ -365,6 +473,32 @@ level = "debug"
         assert_eq!(config.sinks.json.outputs.len(), 2);
         assert!(!config.sinks.journald.enabled);
         assert_eq!(config.diagnostics.level, LogLevel::Debug);
+        let managers = &config.managers;
+        assert_eq!(
+            managers.log_of(Manager::Dnf),
+            Some(PathBuf::from("/srv/root/var/log/dnf.rpm.log"))
+        );
+        assert_eq!(managers.log_of(Manager::Zypper), None);
+        assert_eq!(
+            managers.log_of(Manager::Pacman),
+            Some(PathBuf::from("/var/log/pacman.log"))
+        );
+        assert_eq!(
+            managers.apk_database(),
+            PathBuf::from("/srv/root/lib/apk/db/installed")
+        );
+    }
+
+    #[test]
+    fn bad_manager_keys_name_line_and_key() {
+        let err = parse("[managers.dnf]\nlogfile = \"/x\"\n").expect_err("unknown key");
+        assert!(err.contains("line 2") && err.contains("logfile"), "{err}");
+        let err = parse("[managers.rpm]\nenabled = true\n").expect_err("unknown manager");
+        assert!(err.contains("line 1") && err.contains("rpm"), "{err}");
+        let err = parse("[managers.pacman]\nenabled = \"yes\"\n").expect_err("bad value");
+        assert!(err.contains("line 2"), "{err}");
+        let err = parse("[managers.apk]\ndatabase = \"\"\n").expect_err("empty");
+        assert!(err.contains("managers.apk.database"), "{err}");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Support for Fenrir's end-to-end tests: real components started on demand.
 //!
 //! Each module starts or drives one real component the tests need and cleans up after it:
-//! [`dpkg`] a sandboxed dpkg, [`journald`] a systemd-journald, [`sensor`] the sensor binary.
+//! [`dpkg`] a sandboxed dpkg, [`managers`] sandboxed dnf, zypper and pacman, [`journald`] a
+//! systemd-journald, [`sensor`] the sensor binary.
 
 pub mod dpkg;
 pub mod journald;
+pub mod managers;
 pub mod sensor;

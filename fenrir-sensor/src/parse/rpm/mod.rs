@@ -127,6 +127,10 @@ impl Installed {
     /// Decides what an install of `new` means, given what is known installed: a reinstall of
     /// a known version, an upgrade from or a downgrade to the newest known one, or an
     /// install. Returns the category and the version replaced.
+    ///
+    /// TODO: packages zypper installs side by side (kernels, `multiversion` in zypp.conf)
+    /// are not marked in its history, so a second version is reported as an upgrade of the
+    /// first; reading zypp.conf's multiversion list would tell them apart.
     #[must_use]
     pub fn classify_install(&self, key: &str, new: &str) -> (Category, Option<String>) {
         let Some(known) = self.0.get(key).filter(|v| !v.is_empty()) else {

@@ -1,0 +1,338 @@
+//! Package managers beyond dpkg, for real: dnf, zypper and pacman change a sandbox root and
+//! write their own logs, the sensor follows those logs and reports every install, upgrade,
+//! downgrade, reinstall and removal with the manager named; replay reads the real logs of
+//! other hosts; apk's database is followed by snapshot.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use fenrir_tests::dpkg::require_root;
+use fenrir_tests::managers::{require_program, ManagerSandbox};
+use fenrir_tests::sensor::{binary, Sensor};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn start_sensor(config: &Path) -> anyhow::Result<Sensor> {
+    Sensor::start(&[
+        "run".to_owned(),
+        "--config".to_owned(),
+        config.display().to_string(),
+    ])
+}
+
+/// Waits for one event and checks what users rely on: category, package, both versions
+/// and the manager.
+fn expect(
+    sensor: &Sensor,
+    manager: &str,
+    category: &str,
+    package: &str,
+    versions: (Option<&str>, Option<&str>),
+) -> anyhow::Result<Value> {
+    let event = sensor.next_event(WAIT)?;
+    assert_eq!(event["category"], category, "{event:#}");
+    assert_eq!(event["manager"], manager, "{event:#}");
+    assert_eq!(event["host"], "managers-host");
+    let data = &event["parsed_data"];
+    assert_eq!(data["package"], package, "{event:#}");
+    assert_eq!(data["old_version"].as_str(), versions.0, "{event:#}");
+    assert_eq!(data["new_version"].as_str(), versions.1, "{event:#}");
+    assert!(
+        event["raw_line"].as_str().is_some_and(|l| !l.is_empty()),
+        "{event:#}"
+    );
+    Ok(event)
+}
+
+#[test]
+fn dnf_installs_upgrades_downgrades_and_removals_are_reported() -> anyhow::Result<()> {
+    if !require_root("the dnf test") || !require_program("dnf", "the dnf test") {
+        return Ok(());
+    }
+    let sandbox = ManagerSandbox::new()?;
+    let v1 = sandbox
+        .build_rpm("fenrir-dnf", "1.0")?
+        .display()
+        .to_string();
+    let v2 = sandbox
+        .build_rpm("fenrir-dnf", "2.0")?
+        .display()
+        .to_string();
+    let sensor = start_sensor(&sandbox.sensor_config("dnf", &sandbox.dnf_log())?)?;
+
+    let (one, two) = (Some("1.0-1"), Some("2.0-1"));
+    sandbox.dnf(&["install", &v1])?;
+    let event = expect(&sensor, "dnf", "package_install", "fenrir-dnf", (None, one))?;
+    assert_eq!(event["parsed_data"]["arch"], "noarch");
+    sandbox.dnf(&["upgrade", &v2])?;
+    expect(&sensor, "dnf", "package_upgrade", "fenrir-dnf", (one, two))?;
+    sandbox.dnf(&["reinstall", &v2])?;
+    expect(
+        &sensor,
+        "dnf",
+        "package_reinstall",
+        "fenrir-dnf",
+        (two, two),
+    )?;
+    sandbox.dnf(&["downgrade", &v1])?;
+    expect(
+        &sensor,
+        "dnf",
+        "package_downgrade",
+        "fenrir-dnf",
+        (two, one),
+    )?;
+    sandbox.dnf(&["remove", "fenrir-dnf"])?;
+    expect(&sensor, "dnf", "package_remove", "fenrir-dnf", (one, None))?;
+
+    let extra = sensor.drain(Duration::from_secs(3));
+    assert!(extra.is_empty(), "unexpected events: {extra:#?}");
+    Ok(())
+}
+
+#[test]
+fn zypper_changes_are_told_apart_by_rpm_version_order() -> anyhow::Result<()> {
+    if !require_root("the zypper test") || !require_program("zypper", "the zypper test") {
+        return Ok(());
+    }
+    let sandbox = ManagerSandbox::new()?;
+    let rpm = |version| -> anyhow::Result<String> {
+        Ok(sandbox
+            .build_rpm("fenrir-zypper", version)?
+            .display()
+            .to_string())
+    };
+    let (v1, v2, v05) = (rpm("1.0")?, rpm("2.0")?, rpm("0.5")?);
+    let anchor = sandbox.build_rpm("fenrir-anchor", "1.0")?;
+    let sensor = start_sensor(&sandbox.sensor_config("zypper", &sandbox.zypper_log())?)?;
+
+    // zypper 1.14 fails after removing the last package of a root (rpmdb2solv cannot cache
+    // an empty rpm database), so another package stays installed throughout.
+    let (one, two, half) = (Some("1.0-1"), Some("2.0-1"), Some("0.5-1"));
+    sandbox.zypper(&[
+        "install",
+        "--allow-unsigned-rpm",
+        &anchor.display().to_string(),
+    ])?;
+    expect(
+        &sensor,
+        "zypper",
+        "package_install",
+        "fenrir-anchor",
+        (None, one),
+    )?;
+
+    // zypper writes an `install` record for every one of these; the versions decide.
+    let name = "fenrir-zypper";
+    sandbox.zypper(&["install", "--allow-unsigned-rpm", &v1])?;
+    expect(&sensor, "zypper", "package_install", name, (None, one))?;
+    sandbox.zypper(&["install", "--allow-unsigned-rpm", &v2])?;
+    expect(&sensor, "zypper", "package_upgrade", name, (one, two))?;
+    sandbox.zypper(&["install", "--oldpackage", "--allow-unsigned-rpm", &v05])?;
+    expect(&sensor, "zypper", "package_downgrade", name, (two, half))?;
+    sandbox.zypper(&["install", "--force", "--allow-unsigned-rpm", &v05])?;
+    expect(&sensor, "zypper", "package_reinstall", name, (half, half))?;
+    sandbox.zypper(&["remove", name])?;
+    expect(&sensor, "zypper", "package_remove", name, (half, None))?;
+
+    let extra = sensor.drain(Duration::from_secs(3));
+    assert!(extra.is_empty(), "unexpected events: {extra:#?}");
+    Ok(())
+}
+
+#[test]
+fn pacman_changes_are_reported_as_pacman_logs_them() -> anyhow::Result<()> {
+    if !require_root("the pacman test") || !require_program("pacman", "the pacman test") {
+        return Ok(());
+    }
+    let sandbox = ManagerSandbox::new()?;
+    let package = |version| -> anyhow::Result<String> {
+        Ok(sandbox
+            .build_pacman("fenrir-pacman", version)?
+            .display()
+            .to_string())
+    };
+    let (v1, v2, v05) = (package("1.0-1")?, package("2.0-1")?, package("0.5-1")?);
+    let sensor = start_sensor(&sandbox.sensor_config("pacman", &sandbox.pacman_log())?)?;
+
+    let (one, two, half) = (Some("1.0-1"), Some("2.0-1"), Some("0.5-1"));
+    let name = "fenrir-pacman";
+    sandbox.pacman(&["-U", &v1])?;
+    expect(&sensor, "pacman", "package_install", name, (None, one))?;
+    sandbox.pacman(&["-U", &v2])?;
+    expect(&sensor, "pacman", "package_upgrade", name, (one, two))?;
+    sandbox.pacman(&["-U", &v2])?;
+    expect(&sensor, "pacman", "package_reinstall", name, (two, two))?;
+    sandbox.pacman(&["-U", &v05])?;
+    expect(&sensor, "pacman", "package_downgrade", name, (two, half))?;
+    sandbox.pacman(&["-R", name])?;
+    expect(&sensor, "pacman", "package_remove", name, (half, None))?;
+
+    let extra = sensor.drain(Duration::from_secs(3));
+    assert!(extra.is_empty(), "unexpected events: {extra:#?}");
+    Ok(())
+}
+
+fn stanza(name: &str, version: &str) -> String {
+    format!("C:Q1{name}{version}=\nP:{name}\nV:{version}\nA:x86_64\nF:usr/bin\nR:{name}\n\n")
+}
+
+/// Replaces the database the way apk does: a new file renamed over the old one.
+fn write_database(path: &Path, text: &str) -> anyhow::Result<()> {
+    let next = path.with_extension("new");
+    fs::write(&next, text)?;
+    fs::rename(&next, path)?;
+    Ok(())
+}
+
+#[test]
+fn apk_database_changes_are_reported_where_apk_writes_no_log() -> anyhow::Result<()> {
+    if !require_root("the apk database test") {
+        return Ok(());
+    }
+    let sandbox = ManagerSandbox::new()?;
+    let database = sandbox.root().join("lib/apk/db/installed");
+    fs::create_dir_all(database.parent().context("database folder")?)?;
+    write_database(
+        &database,
+        &(stanza("musl", "1.2.4-r1") + &stanza("curl", "8.6.0-r0") + &stanza("zlib", "1.3.1-r0")),
+    )?;
+    let config = sandbox.sensor_config("apk", &sandbox.root().join("var/log/apk.log"))?;
+    let mut text = fs::read_to_string(&config)?;
+    writeln!(text, "database = \"{}\"", database.display())?;
+    fs::write(&config, text)?;
+    let sensor = start_sensor(&config)?;
+    assert!(
+        sensor.stderr().contains("database baseline taken"),
+        "{}",
+        sensor.stderr()
+    );
+
+    write_database(
+        &database,
+        &(stanza("musl", "1.2.4-r2") + &stanza("curl", "8.5.0-r0") + &stanza("vim", "9.1.0-r0")),
+    )?;
+    let mut events = sensor.events(4, WAIT)?;
+    events.sort_by_key(|e| e["parsed_data"]["package"].as_str().map(str::to_owned));
+    let summary: Vec<String> = events
+        .iter()
+        .map(|e| {
+            let data = &e["parsed_data"];
+            format!(
+                "{} {} {} {} {}",
+                e["manager"].as_str().unwrap_or_default(),
+                e["category"].as_str().unwrap_or_default(),
+                data["package"].as_str().unwrap_or_default(),
+                data["old_version"].as_str().unwrap_or("-"),
+                data["new_version"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "apk package_downgrade curl 8.6.0-r0 8.5.0-r0",
+            "apk package_upgrade musl 1.2.4-r1 1.2.4-r2",
+            "apk package_install vim - 9.1.0-r0",
+            "apk package_remove zlib 1.3.1-r0 -",
+        ]
+    );
+    assert_eq!(events[1]["raw_line"], "P:musl V:1.2.4-r2 A:x86_64");
+    let extra = sensor.drain(Duration::from_secs(3));
+    assert!(extra.is_empty(), "unexpected events: {extra:#?}");
+    Ok(())
+}
+
+/// Tells whether a line of one format records a package change.
+type Rule = fn(&str) -> bool;
+
+/// Counts the lines of `text` that `is_change` says record one package change.
+fn count_lines(text: &str, is_change: impl Fn(&str) -> bool) -> usize {
+    text.lines().filter(|line| is_change(line)).count()
+}
+
+#[test]
+fn replay_reads_every_format_and_names_its_manager() -> anyhow::Result<()> {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/other");
+    if !corpus.exists() {
+        println!("skipping: no corpus at {}", corpus.display());
+        return Ok(());
+    }
+    // Each format's change lines, told apart with nothing but its own words.
+    let rules: [(&str, &str, &str, Rule); 5] = [
+        ("dnf", "dnf", "dnf.rpm.log", |l| {
+            [" Installed: ", " Erase: ", " Upgrade: "]
+                .iter()
+                .any(|w| l.contains(w))
+        }),
+        ("yum", "yum", "yum.log", |l| !l.is_empty()),
+        ("zypper", "zypper", "history", |l| {
+            l.contains("|install|") || l.contains("|remove |")
+        }),
+        ("pacman", "pacman", "pacman.log", |l| {
+            !l.contains("[ALPM-SCRIPTLET]")
+                && [
+                    "installed ",
+                    "upgraded ",
+                    "downgraded ",
+                    "reinstalled ",
+                    "removed ",
+                ]
+                .iter()
+                .any(|w| l.split("] ").any(|part| part.starts_with(w)))
+        }),
+        ("apk", "apk", "apk.log", |l| {
+            l.starts_with('(') && (l.contains(") Installing ") || l.contains(") Purging "))
+        }),
+    ];
+
+    let mut files = Vec::new();
+    let mut expected = std::collections::BTreeMap::new();
+    for (dir, manager, part, rule) in rules {
+        for entry in fs::read_dir(corpus.join(dir))? {
+            let path = entry?.path();
+            if !path.to_string_lossy().contains(part) {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&fs::read(&path)?).into_owned();
+            *expected.entry(manager).or_insert(0) += count_lines(&text, rule);
+            files.push(path);
+        }
+    }
+    // A file that is no log at all is counted as malformed lines, not fatal.
+    let garbage = tempfile::NamedTempFile::new()?;
+    fs::write(garbage.path(), b"\x00\xff garbage\nmore garbage\n")?;
+    files.push(garbage.path().to_path_buf());
+
+    let output = std::process::Command::new(binary()?)
+        .arg("replay")
+        .args(["--host", "replay-host", "--log-level", "info"])
+        .args(&files)
+        .env("TZ", "UTC")
+        .output()?;
+    assert!(
+        output.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let events: Vec<Value> = String::from_utf8(output.stdout)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let mut found = std::collections::BTreeMap::new();
+    for event in &events {
+        let manager = event["manager"].as_str().context("manager is a string")?;
+        *found.entry(manager).or_insert(0) += 1;
+        assert!(event["actor"].is_null(), "{event:#}");
+        assert!(event["parsed_data"]["timestamp"].is_string());
+    }
+    assert_eq!(found, expected);
+    assert!(events.len() > 500, "only {} events", events.len());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("replay finished"), "{stderr}");
+    Ok(())
+}

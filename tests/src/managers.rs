@@ -1,0 +1,254 @@
+//! Real dnf, zypper and pacman against sandbox roots, and tiny packages built for them with
+//! the real tools (`rpmbuild`; `tar --zstd` with a `.PKGINFO`, the layout pacman reads).
+//!
+//! Everything the tools write stays inside the sandbox: dnf's `--installroot` and zypper's
+//! and pacman's `--root` hold their databases, caches, locks and logs; `HOME` points into the
+//! sandbox so rpm reads its macros there, which put the rpm database at `/var/lib/rpm`
+//! inside the root as on an rpm-based host.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use anyhow::{bail, Context as _};
+use tempfile::TempDir;
+
+/// A sandbox root for rpm-family and pacman tools, with a place to build packages.
+pub struct ManagerSandbox {
+    dir: TempDir,
+}
+
+impl ManagerSandbox {
+    /// Creates an empty root.
+    pub fn new() -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("fenrir-mgr-").tempdir()?;
+        for sub in [
+            "root/var/log",
+            "root/var/lib/pacman",
+            "home",
+            "packages",
+            "state",
+        ] {
+            fs::create_dir_all(dir.path().join(sub))?;
+        }
+        fs::write(
+            dir.path().join("home/.rpmmacros"),
+            "%_dbpath /var/lib/rpm\n",
+        )?;
+        fs::write(
+            dir.path().join("pacman.conf"),
+            "[options]\nArchitecture = auto\nSigLevel = Never\nLocalFileSigLevel = Never\n",
+        )?;
+        Ok(Self { dir })
+    }
+
+    /// Returns the sandbox's top directory.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Returns the root the tools install into.
+    #[must_use]
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// Builds a noarch rpm with `rpmbuild` and returns its path.
+    pub fn build_rpm(&self, name: &str, version: &str) -> anyhow::Result<PathBuf> {
+        let spec = self.dir.path().join(format!("{name}-{version}.spec"));
+        fs::write(
+            &spec,
+            format!(
+                "Name: {name}\nVersion: {version}\nRelease: 1\nSummary: Fenrir test package\n\
+                 License: MIT\nBuildArch: noarch\n%description\nFenrir test package\n\
+                 %install\nmkdir -p %{{buildroot}}/usr/share/{name}\n\
+                 echo {version} > %{{buildroot}}/usr/share/{name}/version\n\
+                 %files\n/usr/share/{name}/version\n"
+            ),
+        )?;
+        let top = self.dir.path().join("rpmbuild");
+        let output = Command::new("rpmbuild")
+            .args(["-bb", "--quiet"])
+            .arg("--define")
+            .arg(format!("_topdir {}", top.display()))
+            .arg(&spec)
+            .env("HOME", self.dir.path().join("home"))
+            .output()
+            .context("failed to start rpmbuild")?;
+        if !output.status.success() {
+            bail!(
+                "rpmbuild failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let rpm = top.join(format!("RPMS/noarch/{name}-{version}-1.noarch.rpm"));
+        if !rpm.exists() {
+            bail!("rpmbuild left no {}", rpm.display());
+        }
+        Ok(rpm)
+    }
+
+    /// Builds a pacman package (`.pkg.tar.zst` with a `.PKGINFO`) and returns its path.
+    pub fn build_pacman(&self, name: &str, version: &str) -> anyhow::Result<PathBuf> {
+        let tree = self.dir.path().join(format!("pkg-{name}-{version}"));
+        let data = tree.join(format!("usr/share/{name}"));
+        fs::create_dir_all(&data)?;
+        fs::write(data.join("version"), format!("{version}\n"))?;
+        fs::write(
+            tree.join(".PKGINFO"),
+            format!(
+                "pkgname = {name}\npkgbase = {name}\npkgver = {version}\n\
+                 pkgdesc = Fenrir test package\nurl = https://fenrir.invalid\n\
+                 builddate = 1700000000\npackager = Fenrir Tests\nsize = 8\narch = any\n\
+                 license = MIT\n"
+            ),
+        )?;
+        let package = self
+            .dir
+            .path()
+            .join(format!("packages/{name}-{version}-any.pkg.tar.zst"));
+        let output = Command::new("tar")
+            .arg("--zstd")
+            .arg("-cf")
+            .arg(&package)
+            .arg("-C")
+            .arg(&tree)
+            .args([".PKGINFO", "usr"])
+            .output()
+            .context("failed to start tar")?;
+        if !output.status.success() {
+            bail!("tar failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(package)
+    }
+
+    fn run(&self, mut command: Command, what: &str) -> anyhow::Result<Output> {
+        let output = command
+            .env("HOME", self.dir.path().join("home"))
+            .env("LC_ALL", "C")
+            .output()
+            .with_context(|| format!("failed to start {what}"))?;
+        if !output.status.success() {
+            bail!(
+                "{what} failed with {}: {}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(output)
+    }
+
+    /// Returns dnf's command line for this root, without any repository.
+    #[must_use]
+    pub fn dnf_command(&self) -> Command {
+        let mut command = Command::new("dnf");
+        command
+            .args(["-y", "-q"])
+            .arg(format!("--installroot={}", self.root().display()))
+            .args([
+                "--setopt=reposdir=/dev/null",
+                "--releasever=1",
+                "--disablerepo=*",
+            ]);
+        command
+    }
+
+    /// Runs dnf on the root; fails unless it succeeds.
+    pub fn dnf(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let mut command = self.dnf_command();
+        command.args(args);
+        self.run(command, &format!("dnf {args:?}"))
+    }
+
+    /// Returns the dnf log of the root.
+    #[must_use]
+    pub fn dnf_log(&self) -> PathBuf {
+        self.root().join("var/log/dnf.rpm.log")
+    }
+
+    /// Returns zypper's command line for this root.
+    #[must_use]
+    pub fn zypper_command(&self) -> Command {
+        let mut command = Command::new("zypper");
+        command
+            .args(["--non-interactive", "--no-gpg-checks", "--root"])
+            .arg(self.root());
+        command
+    }
+
+    /// Runs zypper on the root; fails unless it succeeds.
+    pub fn zypper(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let mut command = self.zypper_command();
+        command.args(args);
+        self.run(command, &format!("zypper {args:?}"))
+    }
+
+    /// Returns zypper's history of the root.
+    #[must_use]
+    pub fn zypper_log(&self) -> PathBuf {
+        self.root().join("var/log/zypp/history")
+    }
+
+    /// Returns pacman's command line for this root.
+    #[must_use]
+    pub fn pacman_command(&self) -> Command {
+        let mut command = Command::new("pacman");
+        command
+            .args(["--noconfirm", "--root"])
+            .arg(self.root())
+            .arg("--config")
+            .arg(self.dir.path().join("pacman.conf"));
+        command
+    }
+
+    /// Runs pacman on the root; fails unless it succeeds.
+    pub fn pacman(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let mut command = self.pacman_command();
+        command.args(args);
+        self.run(command, &format!("pacman {args:?}"))
+    }
+
+    /// Returns pacman's log of the root.
+    #[must_use]
+    pub fn pacman_log(&self) -> PathBuf {
+        self.root().join("var/log/pacman.log")
+    }
+
+    /// Writes a sensor configuration that follows only `manager`'s `log` (and a dpkg log
+    /// nothing writes), with state and outputs inside the sandbox; returns its path.
+    pub fn sensor_config(&self, manager: &str, log: &Path) -> anyhow::Result<PathBuf> {
+        let mut text = format!(
+            "host = \"managers-host\"\nstate_dir = \"{}\"\n[dpkg]\nlog = \"{}\"\n\
+             admin_dir = \"{}\"\n[sinks.journald]\nenabled = false\n",
+            self.dir.path().join("state").display(),
+            self.dir.path().join("dpkg.log").display(),
+            self.dir.path().join("dpkg-admin").display(),
+        );
+        for other in ["dnf", "yum", "zypper", "pacman", "apk"] {
+            if other == manager {
+                let _ = writeln!(text, "[managers.{other}]\nlog = \"{}\"", log.display());
+            } else {
+                let _ = writeln!(text, "[managers.{other}]\nenabled = false");
+            }
+        }
+        let path = self.dir.path().join("fenrir.toml");
+        fs::write(&path, text)?;
+        Ok(path)
+    }
+}
+
+/// Returns whether `program` can be run, printing `skipping: <reason>` when not.
+#[must_use]
+pub fn require_program(program: &str, what: &str) -> bool {
+    let found = Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !found {
+        println!("skipping: {what} needs {program}, which is not installed");
+    }
+    found
+}
