@@ -6,7 +6,6 @@
 //! State: an exec of a tracked binary adds its thread group to `TRACKED_TGIDS`.
 
 use aya_ebpf::{
-    bindings::BPF_RB_NO_WAKEUP,
     helpers::generated::bpf_ktime_get_ns,
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid},
     macros::btf_tracepoint,
@@ -23,7 +22,7 @@ use fenrir_common::{
 use crate::{
     count_drop,
     kernel::{executable_key, offset, read, read_pointer, read_str, read_user_bytes, ReadError},
-    EVENTS, SCRIPT_SCRATCH, TRACKED_EXES, TRACKED_SCRIPTS, TRACKED_TGIDS,
+    submit_flags, EVENTS, SCRIPT_SCRATCH, TRACKED_EXES, TRACKED_SCRIPTS, TRACKED_TGIDS,
 };
 
 /// Runs after a successful exec, in the context of the task that exec'd.
@@ -131,12 +130,7 @@ fn try_sched_process_exec(ctx: &BtfTracePointContext) -> Result<(), ReadError> {
 
     // Descendants come in bursts (maintainer scripts): userspace drains them with the next
     // package-manager record or its periodic poll instead of being woken for each.
-    let wakeup = if is_tracked_binary {
-        0
-    } else {
-        u64::from(BPF_RB_NO_WAKEUP)
-    };
-    entry.submit(wakeup);
+    entry.submit(submit_flags(is_tracked_binary));
 
     Ok(())
 }

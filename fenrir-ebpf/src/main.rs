@@ -17,15 +17,23 @@ mod kernel;
 mod process;
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use fenrir_common::{ExecutableKey, KernelOffsets, ScriptPath};
 
-/// Records for userspace. 4 MiB hold about 3,000 exec records: a large `apt upgrade` between
-/// two drains of userspace.
+/// Bytes of `EVENTS`: about 750 exec records. The kernel maps the ring twice into the reader,
+/// so its size counts double in the sensor's resident memory.
+const EVENTS_BYTES: u32 = 1 << 20;
+
+/// Unread bytes from which every record wakes userspace: a burst of maintainer-script execs,
+/// which alone never wake it, is drained long before the ring fills.
+const WAKE_AT_BYTES: u64 = EVENTS_BYTES as u64 / 4;
+
+/// Records for userspace.
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 /// Records lost because `EVENTS` was full, per CPU (index 0).
 #[map]
@@ -83,6 +91,19 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     mm_arg_start: 488,
     mm_arg_end: 496,
 };
+
+/// Returns the flags to submit a record with: a record that matters on its own (a package
+/// manager starting or ending) wakes userspace as usual; any other waits for the next drain
+/// unless the ring is filling up.
+fn submit_flags(wakes: bool) -> u64 {
+    if wakes {
+        0
+    } else if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKE_AT_BYTES {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
+}
 
 /// Counts one record lost to a full ring buffer.
 fn count_drop() {

@@ -6,7 +6,6 @@
 //! State: adds forked children of tracked groups to `TRACKED_TGIDS`, removes dead groups.
 
 use aya_ebpf::{
-    bindings::BPF_RB_NO_WAKEUP,
     helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns},
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
@@ -16,7 +15,7 @@ use fenrir_common::{ExitRecord, RecordHeader, RecordKind};
 use crate::{
     count_drop,
     kernel::{offset, read, read_pointer, ReadError},
-    EVENTS, TRACKED_TGIDS,
+    submit_flags, EVENTS, TRACKED_TGIDS,
 };
 
 /// Runs in the parent after a fork or clone created `child`.
@@ -102,12 +101,7 @@ fn try_sched_process_exit(ctx: &BtfTracePointContext) -> Result<(), ReadError> {
     });
 
     // The end of a package-manager run is worth a wake-up; its children's ends are not.
-    let wakeup = if root == tgid {
-        0
-    } else {
-        u64::from(BPF_RB_NO_WAKEUP)
-    };
-    entry.submit(wakeup);
+    entry.submit(submit_flags(root == tgid));
 
     Ok(())
 }

@@ -10,6 +10,11 @@ use fenrir_sensor::config::{Config, LogLevel, DEFAULT_CONFIG_PATH};
 use fenrir_sensor::{pipeline, replay};
 use tracing::{info, warn};
 
+// Replaying a long history allocates a few small strings per line on one thread and frees
+// them on another; glibc's arenas serialize that on a lock, mimalloc's per-thread heaps do not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Fenrir: real-time package-change sensor.
 #[derive(Debug, Parser)]
 #[command(name = "fenrir-sensor", version, about)]

@@ -472,7 +472,10 @@ fn load_tracer(log_level: LogLevel) -> Option<ExecTracer> {
         ..TracerConfig::default()
     };
     match ExecTracer::load(&config) {
-        Ok(tracer) => Some(tracer),
+        Ok(tracer) => {
+            release_free_memory();
+            Some(tracer)
+        }
         Err(LoadError::NoKernelProgram) => {
             warn!("this build carries no kernel exec tracer; events have no actor");
             None
@@ -483,6 +486,16 @@ fn load_tracer(log_level: LogLevel) -> Option<ExecTracer> {
             None
         }
     }
+}
+
+/// Hands memory the allocator holds free back to the kernel.
+///
+/// Loading the tracer parses the kernel's whole BTF, tens of megabytes that are free again
+/// once it is attached; an idle allocator would keep them resident for the sensor's lifetime.
+fn release_free_memory() {
+    // SAFETY: `mi_collect` takes no pointers and may be called at any time; it only returns
+    // free pages of mimalloc's heaps, and does nothing when mimalloc is not in use.
+    unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
 /// Waits until the ring buffer polls readable, or forever without one.

@@ -12,6 +12,7 @@
 //! whose dpkg line falls inside one apt run's window and whose package that run lists gets
 //! the run's command and requesting user. Anything else keeps a `null` actor.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -71,6 +72,9 @@ pub enum HistorySource {
     BesideLogs,
 }
 
+/// Bytes read from a log at once: large reads keep a long history's system calls few.
+const READ_BUFFER: usize = 64 * 1024;
+
 /// Opens a log, decompressing it when it starts with the gzip magic, whatever its name.
 pub(crate) fn open_log(path: &Path) -> io::Result<Box<dyn BufRead>> {
     let mut file = File::open(path)?;
@@ -79,9 +83,12 @@ pub(crate) fn open_log(path: &Path) -> io::Result<Box<dyn BufRead>> {
     let head = io::Cursor::new(magic[..n].to_vec());
     let stream = head.chain(file);
     if n == 2 && magic == [0x1f, 0x8b] {
-        Ok(Box::new(BufReader::new(MultiGzDecoder::new(stream))))
+        Ok(Box::new(BufReader::with_capacity(
+            READ_BUFFER,
+            MultiGzDecoder::new(stream),
+        )))
     } else {
-        Ok(Box::new(BufReader::new(stream)))
+        Ok(Box::new(BufReader::with_capacity(READ_BUFFER, stream)))
     }
 }
 
@@ -135,12 +142,53 @@ pub fn chronological(paths: &[PathBuf]) -> Vec<PathBuf> {
 /// Lines handed at once from the parsing thread to the deciding one.
 const BATCH_LINES: usize = 4096;
 
+/// Batches in flight between the two threads; each is reused once the deciding thread is done
+/// with it, so a long history costs a fixed amount of memory and no fresh pages.
+const BATCHES_IN_FLIGHT: usize = 8;
+
 /// Consecutive lines of one file, parsed.
 struct Batch {
     path: Arc<PathBuf>,
     /// The lines' bytes, back to back.
-    text: Vec<u8>,
+    text: BatchText,
     lines: Vec<ParsedLine>,
+}
+
+/// A batch's bytes, checked for UTF-8 once on the parsing thread.
+enum BatchText {
+    Utf8(String),
+    /// Some line is not UTF-8: each line is then converted on its own.
+    Bytes(Vec<u8>),
+}
+
+impl BatchText {
+    fn checked(bytes: Vec<u8>) -> Self {
+        String::from_utf8(bytes).map_or_else(|err| Self::Bytes(err.into_bytes()), Self::Utf8)
+    }
+
+    fn line(&self, range: Range<usize>) -> Cow<'_, str> {
+        match self {
+            Self::Utf8(text) => Cow::Borrowed(&text[range]),
+            Self::Bytes(bytes) => String::from_utf8_lossy(&bytes[range]),
+        }
+    }
+
+    fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Self::Utf8(text) => text.into_bytes(),
+            Self::Bytes(bytes) => bytes,
+        }
+    }
+}
+
+impl Batch {
+    fn empty() -> Self {
+        Self {
+            path: Arc::new(PathBuf::new()),
+            text: BatchText::Bytes(Vec::with_capacity(BATCH_LINES * 128)),
+            lines: Vec::with_capacity(BATCH_LINES),
+        }
+    }
 }
 
 struct ParsedLine {
@@ -270,21 +318,28 @@ fn replay_dpkg(
 ) -> Result<ReplayStats, ReplayError> {
     let ordered = chronological(paths);
     let mut actors = HistoryActors::new(history);
-    let (sender, batches) = mpsc::sync_channel::<Result<Batch, ReplayError>>(16);
+    let (sender, batches) = mpsc::sync_channel::<Result<Batch, ReplayError>>(BATCHES_IN_FLIGHT);
+    let (recycle, spares) = mpsc::sync_channel::<Batch>(BATCHES_IN_FLIGHT);
+    for _ in 0..BATCHES_IN_FLIGHT {
+        // The channel has room for every spare, so this never blocks or fails.
+        let _ = recycle.try_send(Batch::empty());
+    }
     let mut out = BufWriter::with_capacity(256 * 1024, out);
 
     thread::scope(|scope| {
-        scope.spawn(move || read_and_parse(&ordered, &sender));
+        scope.spawn(move || read_and_parse(&ordered, &sender, &spares));
 
         let mut interpreter = LogInterpreter::default();
         for batch in batches {
-            let batch = batch?;
-            for line in batch.lines {
-                let bytes = &batch.text[line.range];
-                for change in interpreter.parsed(line.parsed, bytes, &batch.path, line.line_no) {
+            let mut batch = batch?;
+            for line in batch.lines.drain(..) {
+                let raw = batch.text.line(line.range);
+                for change in interpreter.parsed(line.parsed, &raw, &batch.path, line.line_no) {
                     write_event(&actors.event(&change, host), &mut out)?;
                 }
             }
+            // The parsing thread may have stopped already; the batch is then simply dropped.
+            let _ = recycle.send(batch);
         }
 
         for change in interpreter.finish() {
@@ -432,14 +487,31 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 }
 
 fn write_event(event: &Event, out: &mut impl Write) -> Result<(), ReplayError> {
-    let mut line = event.to_json_line();
-    line.push('\n');
-    out.write_all(line.as_bytes()).map_err(ReplayError::Write)
+    serde_json::to_writer(&mut *out, event).map_err(|err| ReplayError::Write(err.into()))?;
+    out.write_all(b"\n").map_err(ReplayError::Write)
 }
 
-/// Reads every file in order and sends its lines parsed, in batches; stops when the receiver
-/// is gone.
-fn read_and_parse(paths: &[PathBuf], sender: &mpsc::SyncSender<Result<Batch, ReplayError>>) {
+/// Reads every file in order and sends its lines parsed, in batches taken from `spares`;
+/// stops when the receiver is gone.
+fn read_and_parse(
+    paths: &[PathBuf],
+    sender: &mpsc::SyncSender<Result<Batch, ReplayError>>,
+    spares: &mpsc::Receiver<Batch>,
+) {
+    // A batch being filled keeps its text as bytes; it is checked for UTF-8 when it is sent.
+    let next_batch = |path: &Arc<PathBuf>| {
+        let mut batch = spares.recv().ok()?;
+        batch.path = Arc::clone(path);
+        let mut text =
+            std::mem::replace(&mut batch.text, BatchText::Bytes(Vec::new())).into_bytes();
+        text.clear();
+        batch.lines.clear();
+        Some((batch, text))
+    };
+    let seal = |(mut batch, text): (Batch, Vec<u8>)| {
+        batch.text = BatchText::checked(text);
+        batch
+    };
     for path in paths {
         let path = Arc::new(path.clone());
         let read_error = |source| ReplayError::Read {
@@ -454,16 +526,16 @@ fn read_and_parse(paths: &[PathBuf], sender: &mpsc::SyncSender<Result<Batch, Rep
             }
         };
 
-        let mut batch = Batch {
-            path: Arc::clone(&path),
-            text: Vec::new(),
-            lines: Vec::new(),
+        let Some(mut filling) = next_batch(&path) else {
+            return;
         };
-        let mut line = Vec::new();
         let mut line_no = 0_u64;
         loop {
-            line.clear();
-            match read_bounded_line(&mut reader, &mut line, MAX_LINE_BYTES) {
+            let (batch, text) = &mut filling;
+
+            // Lines are read straight into the batch: one copy from the reader's buffer.
+            let start = text.len();
+            match read_bounded_line(&mut reader, text, MAX_LINE_BYTES) {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(err) => {
@@ -474,10 +546,8 @@ fn read_and_parse(paths: &[PathBuf], sender: &mpsc::SyncSender<Result<Batch, Rep
             line_no += 1;
 
             // An over-long line arrives cut one byte past the limit, which parse_line refuses.
-            let start = batch.text.len();
-            batch.text.extend_from_slice(&line);
-            let range = start..batch.text.len();
-            let parsed = parse_line(&line);
+            let range = start..text.len();
+            let parsed = parse_line(&text[range.clone()]);
             batch.lines.push(ParsedLine {
                 range,
                 line_no,
@@ -485,33 +555,30 @@ fn read_and_parse(paths: &[PathBuf], sender: &mpsc::SyncSender<Result<Batch, Rep
             });
 
             if batch.lines.len() == BATCH_LINES {
-                let full = std::mem::replace(
-                    &mut batch,
-                    Batch {
-                        path: Arc::clone(&path),
-                        text: Vec::new(),
-                        lines: Vec::new(),
-                    },
-                );
-                if sender.send(Ok(full)).is_err() {
+                let Some(fresh) = next_batch(&path) else {
+                    return;
+                };
+                let full = std::mem::replace(&mut filling, fresh);
+                if sender.send(Ok(seal(full))).is_err() {
                     return;
                 }
             }
         }
-        if !batch.lines.is_empty() && sender.send(Ok(batch)).is_err() {
+        if !filling.0.lines.is_empty() && sender.send(Ok(seal(filling))).is_err() {
             return;
         }
     }
 }
 
-/// Reads one line without its newline, keeping at most one byte past `max` so a huge line
-/// costs no memory; returns the bytes consumed (0 at end of input).
+/// Appends one line without its newline to `line`, keeping at most one byte past `max` of it
+/// so a huge line costs no memory; returns the bytes consumed (0 at end of input).
 pub(crate) fn read_bounded_line(
     reader: &mut dyn BufRead,
     line: &mut Vec<u8>,
     max: usize,
 ) -> io::Result<usize> {
     let mut consumed = 0;
+    let limit = line.len() + max + 1;
     loop {
         let available = match reader.fill_buf() {
             Ok(available) => available,
@@ -525,7 +592,7 @@ pub(crate) fn read_bounded_line(
             Some(newline) => (&available[..newline], Some(newline + 1)),
             None => (available, None),
         };
-        let room = (max + 1).saturating_sub(line.len());
+        let room = limit.saturating_sub(line.len());
         line.extend_from_slice(&chunk[..chunk.len().min(room)]);
         let used = done.unwrap_or(available.len());
         reader.consume(used);

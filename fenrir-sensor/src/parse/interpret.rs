@@ -49,14 +49,22 @@ impl LogInterpreter {
 
     /// Reads one line; `path` and `line_no` only label diagnostics.
     pub fn line(&mut self, bytes: &[u8], path: &Path, line_no: u64) -> Vec<PackageChange> {
-        self.parsed(parse_line(bytes), bytes, path, line_no)
+        let parsed = parse_line(bytes);
+
+        // A line that parsed is valid UTF-8 except in a conffile path, which decides nothing.
+        let raw = match parsed {
+            Ok(_) => String::from_utf8_lossy(bytes),
+            Err(_) => std::borrow::Cow::Borrowed(""),
+        };
+        self.parsed(parsed, &raw, path, line_no)
     }
 
-    /// Takes one line already parsed with [`parse_line`], so parsing can run on another thread.
+    /// Takes one line already parsed with [`parse_line`], so parsing can run on another thread;
+    /// `raw` is the line's text, which the changes it decides carry.
     pub fn parsed(
         &mut self,
         parsed: Result<LogLine, ParseError>,
-        bytes: &[u8],
+        raw: &str,
         path: &Path,
         line_no: u64,
     ) -> Vec<PackageChange> {
@@ -69,12 +77,7 @@ impl LogInterpreter {
                 return Vec::new();
             }
         };
-        // A line that parsed is valid UTF-8 except in a conffile path, which decides nothing.
-        let raw = match std::str::from_utf8(bytes) {
-            Ok(text) => std::borrow::Cow::Borrowed(text),
-            Err(_) => String::from_utf8_lossy(bytes),
-        };
-        let changes = self.transactions.feed(&parsed, &raw);
+        let changes = self.transactions.feed(&parsed, raw);
         self.stats.changes += changes.len() as u64;
         changes
     }

@@ -14,7 +14,7 @@
 //! not judged at a new run's start: apt unpacks in one dpkg run and configures in the next.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
@@ -28,7 +28,8 @@ use crate::event::Category;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transactions {
     /// Unfinished installs, keyed by `name` or `name:arch` as the log spells the package.
-    pending: BTreeMap<String, Pending>,
+    /// Three lines in four of a long history are status lines looked up here.
+    pending: HashMap<String, Pending>,
     /// Upgrade lines whose versions could not be ordered.
     unordered_upgrades: u64,
 }
@@ -240,12 +241,14 @@ impl Transactions {
 
     /// Emits a failure for, and forgets, every pending install whose last state `is_failed`.
     fn judge(&mut self, is_failed: impl Fn(Option<PackageState>) -> bool) -> Vec<PackageChange> {
-        let failed: Vec<String> = self
+        let mut failed: Vec<String> = self
             .pending
             .iter()
             .filter(|(_, pending)| is_failed(pending.state))
             .map(|(key, _)| key.clone())
             .collect();
+        // Failures decided together are reported in one order, whatever the map's.
+        failed.sort_unstable();
         failed
             .iter()
             .filter_map(|key| self.pending.remove(key))
