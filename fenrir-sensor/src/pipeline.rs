@@ -26,7 +26,7 @@ use tracing::{debug, error, info, warn};
 use crate::attribute::Attributor;
 use crate::config::{Config, LogLevel};
 use crate::event::Event;
-use crate::parse::manager::Manager;
+use crate::parse::manager::{Manager, RunStart};
 use crate::parse::PackageChange;
 use crate::sink::dispatch::{DispatchOptions, Dispatcher, SinkStats};
 use crate::sink::journald::JournaldSink;
@@ -100,15 +100,10 @@ impl Pipeline {
         let mut all_taken = true;
         for change in changes {
             let mut event = Event::from_change(&change, &self.host, source.manager.as_str());
-            // TODO: changes of managers other than dpkg are not yet attributed; their actor
-            // stays null.
-            if let Some((_, attributor)) = self
-                .kernel
-                .as_mut()
-                .filter(|_| source.manager == Manager::Dpkg)
-            {
-                event.actor = attributor.actor_for_line(change.timestamp);
-                if let (Some(actor), true) = (&event.actor, change.category.unpacks()) {
+            if let Some((_, attributor)) = self.kernel.as_mut() {
+                event.actor = attributor.actor_for_change(source, change.timestamp);
+                let is_dpkg = source.manager == Manager::Dpkg;
+                if let (Some(actor), true) = (&event.actor, is_dpkg && change.category.unpacks()) {
                     attributor.note_unpacked(actor, &change.package, change.arch.as_deref());
                 }
             }
@@ -187,6 +182,12 @@ impl Pipeline {
 impl Delivery for Pipeline {
     fn before_lines(&mut self) {
         self.drain_kernel();
+    }
+
+    fn run_started(&mut self, source: SourceTag, start: &RunStart) {
+        if let Some((_, attributor)) = self.kernel.as_mut() {
+            attributor.run_started(source, start);
+        }
     }
 
     fn deliver(&mut self, source: SourceTag, changes: Vec<PackageChange>) -> bool {
@@ -318,10 +319,11 @@ impl Pipeline {
             },
         );
         let kernel = tracer.map(|tracer| {
-            (
-                tracer,
-                Attributor::new(&config.dpkg.log, &config.dpkg.admin_dir),
-            )
+            let mut attributor = Attributor::new(&config.dpkg.log, &config.dpkg.admin_dir);
+            for source in &sources {
+                attributor.follow(source.tag(), source.path());
+            }
+            (tracer, attributor)
         });
         Ok(Self {
             sources,

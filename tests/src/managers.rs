@@ -220,9 +220,18 @@ impl ManagerSandbox {
     /// Writes a sensor configuration that follows only `manager`'s `log` (and a dpkg log
     /// nothing writes), with state and outputs inside the sandbox; returns its path.
     pub fn sensor_config(&self, manager: &str, log: &Path) -> anyhow::Result<PathBuf> {
+        self.write_config(manager, log, false)
+    }
+
+    /// Like [`ManagerSandbox::sensor_config`], reading the existing log from its start.
+    pub fn sensor_config_from_start(&self, manager: &str, log: &Path) -> anyhow::Result<PathBuf> {
+        self.write_config(manager, log, true)
+    }
+
+    fn write_config(&self, manager: &str, log: &Path, from_start: bool) -> anyhow::Result<PathBuf> {
         let mut text = format!(
-            "host = \"managers-host\"\nstate_dir = \"{}\"\n[dpkg]\nlog = \"{}\"\n\
-             admin_dir = \"{}\"\n[sinks.journald]\nenabled = false\n",
+            "host = \"managers-host\"\nfrom_start = {from_start}\nstate_dir = \"{}\"\n\
+             [dpkg]\nlog = \"{}\"\nadmin_dir = \"{}\"\n[sinks.journald]\nenabled = false\n",
             self.dir.path().join("state").display(),
             self.dir.path().join("dpkg.log").display(),
             self.dir.path().join("dpkg-admin").display(),

@@ -184,6 +184,16 @@ pub(crate) mod timestamp_text {
     }
 }
 
+/// A line that opened a manager's run: the command the log recorded and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunStart {
+    /// The command as the log wrote it (pacman and apk join the arguments with spaces,
+    /// zypper quotes each one).
+    pub command: String,
+    /// The host's local time of the line.
+    pub timestamp: NaiveDateTime,
+}
+
 /// A log format: reads lines in order and decides what they mean.
 ///
 /// The whole value is the format's state; it is saved in the checkpoint while
@@ -211,6 +221,12 @@ pub trait Format: Default + Serialize + DeserializeOwned + Send + fmt::Debug {
         false
     }
 
+    /// Returns, once, the run the line read last opened, for logs that record each run's
+    /// command.
+    fn take_run_start(&mut self) -> Option<RunStart> {
+        None
+    }
+
     /// Returns whether the state carries anything a restart needs.
     fn has_state(&self) -> bool {
         false
@@ -230,6 +246,9 @@ pub trait ChangeLog: Send + fmt::Debug {
 
     /// Returns whether some change still waits for a later line.
     fn has_pending(&self) -> bool;
+
+    /// Returns, once, the run the line read last opened, if the log records runs.
+    fn take_run_start(&mut self) -> Option<RunStart>;
 
     /// Returns the state a restart needs, if any.
     fn saved_state(&self) -> Option<serde_json::Value>;
@@ -307,6 +326,10 @@ impl<F: Format> ChangeLog for Reader<F> {
         self.format.has_pending()
     }
 
+    fn take_run_start(&mut self) -> Option<RunStart> {
+        self.format.take_run_start()
+    }
+
     fn saved_state(&self) -> Option<serde_json::Value> {
         if self.format.has_state() {
             serde_json::to_value(&self.format).ok()
@@ -333,6 +356,10 @@ impl ChangeLog for LogInterpreter {
 
     fn has_pending(&self) -> bool {
         LogInterpreter::has_pending(self)
+    }
+
+    fn take_run_start(&mut self) -> Option<RunStart> {
+        None
     }
 
     fn saved_state(&self) -> Option<serde_json::Value> {

@@ -232,6 +232,8 @@ mod tests {
     impl Delivery for Collect {
         fn before_lines(&mut self) {}
 
+        fn run_started(&mut self, _source: SourceTag, _start: &crate::parse::manager::RunStart) {}
+
         /// Like the dispatcher, keeps what it refuses for its own retries.
         fn deliver(&mut self, _source: SourceTag, changes: Vec<PackageChange>) -> bool {
             self.changes.extend(changes);

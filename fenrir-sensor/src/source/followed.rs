@@ -23,7 +23,7 @@ use super::database::WatchedDatabase;
 use super::lock::{dpkg_lock_state, lock_holder, LockState};
 use super::tail::{Line, Position, StartAt, TailNotice, TailOptions, Tailer};
 use crate::parse::interpret::InterpretStats;
-use crate::parse::manager::{ChangeLog, LogFormat, Manager};
+use crate::parse::manager::{ChangeLog, LogFormat, Manager, RunStart};
 use crate::parse::PackageChange;
 
 /// Lines read per batch: bounds memory when starting from the beginning of a long log.
@@ -46,6 +46,9 @@ pub struct SourceTag {
 pub trait Delivery {
     /// Runs before a batch of lines is decided: the writer's kernel records must be in.
     fn before_lines(&mut self);
+
+    /// Learns that a line of `source` opened a run of its manager.
+    fn run_started(&mut self, source: SourceTag, start: &RunStart);
 
     /// Sends changes to the sinks; returns whether every event was taken by some sink.
     fn deliver(&mut self, source: SourceTag, changes: Vec<PackageChange>) -> bool;
@@ -231,6 +234,9 @@ impl FollowedLog {
             let changes = self
                 .reader
                 .line(&line.bytes, self.tailer.path(), line.line_no);
+            if let Some(start) = self.reader.take_run_start() {
+                out.run_started(self.tag, &start);
+            }
             if !out.deliver(self.tag, changes) {
                 self.held = Some(line.position);
                 return;
@@ -340,6 +346,8 @@ fn learn(reader: &mut dyn ChangeLog, log: &Path, end: u64) -> io::Result<()> {
         let _ = reader.line(line, log, index as u64 + 1);
     }
     let _ = reader.finish();
+    // Runs of the past are no one the kernel saw.
+    let _ = reader.take_run_start();
     debug!(path = %log.display(), bytes = end, "read the log's history");
     Ok(())
 }
@@ -461,6 +469,8 @@ mod tests {
 
     impl Delivery for Collect {
         fn before_lines(&mut self) {}
+
+        fn run_started(&mut self, _source: SourceTag, _start: &RunStart) {}
 
         /// Like the dispatcher, keeps what it refuses for its own retries.
         fn deliver(&mut self, source: SourceTag, changes: Vec<PackageChange>) -> bool {

@@ -24,7 +24,9 @@ use chrono::{Local, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 
 use crate::event::Category;
-use crate::parse::manager::{line_text, local_from_utc, quote, Format, LineError, Manager};
+use crate::parse::manager::{
+    line_text, local_from_utc, quote, Format, LineError, Manager, RunStart,
+};
 use crate::parse::PackageChange;
 
 /// One line of apk.log.
@@ -146,6 +148,9 @@ pub struct ApkLog {
     /// When the current run started.
     #[serde(default, with = "optional_time")]
     run_started: Option<NaiveDateTime>,
+    /// The run the last `Running` line opened, until it is taken.
+    #[serde(skip)]
+    run_start: Option<RunStart>,
 }
 
 impl Format for ApkLog {
@@ -153,8 +158,9 @@ impl Format for ApkLog {
 
     fn feed(&mut self, bytes: &[u8]) -> Result<Vec<PackageChange>, LineError> {
         match parse_line(bytes)? {
-            ApkLine::Run { timestamp, .. } => {
+            ApkLine::Run { timestamp, command } => {
                 self.run_started = Some(timestamp);
+                self.run_start = Some(RunStart { command, timestamp });
                 Ok(Vec::new())
             }
             ApkLine::Package {
@@ -182,6 +188,10 @@ impl Format for ApkLog {
 
     fn has_state(&self) -> bool {
         self.run_started.is_some()
+    }
+
+    fn take_run_start(&mut self) -> Option<RunStart> {
+        self.run_start.take()
     }
 }
 

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::version;
 use crate::event::Category;
-use crate::parse::manager::{line_text, local_time, quote, Format, LineError, Manager};
+use crate::parse::manager::{line_text, local_time, quote, Format, LineError, Manager, RunStart};
 use crate::parse::PackageChange;
 
 /// What a package line records.
@@ -158,13 +158,23 @@ pub fn is_typical(bytes: &[u8]) -> bool {
 
 /// Follows pacman.log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PacmanLog {}
+pub struct PacmanLog {
+    /// The run the last `Running` line opened, until it is taken.
+    #[serde(skip)]
+    run_start: Option<RunStart>,
+}
 
 impl Format for PacmanLog {
     const MANAGER: Manager = Manager::Pacman;
 
     fn feed(&mut self, bytes: &[u8]) -> Result<Vec<PackageChange>, LineError> {
         let line = parse_line(bytes)?;
+        if let PacmanLineKind::Command(command) = &line.kind {
+            self.run_start = Some(RunStart {
+                command: command.clone(),
+                timestamp: line.timestamp,
+            });
+        }
         let PacmanLineKind::Package {
             action,
             name,
@@ -198,6 +208,10 @@ impl Format for PacmanLog {
             raw_line: String::from_utf8_lossy(bytes).into_owned(),
             last_state: None,
         }])
+    }
+
+    fn take_run_start(&mut self) -> Option<RunStart> {
+        self.run_start.take()
     }
 }
 

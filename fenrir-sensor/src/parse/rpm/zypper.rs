@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{key_of, Installed};
 use crate::event::Category;
-use crate::parse::manager::{line_text, quote, Format, LineError, Manager};
+use crate::parse::manager::{line_text, quote, Format, LineError, Manager, RunStart};
 use crate::parse::PackageChange;
 
 /// Length of `YYYY-MM-DD HH:MM:SS`.
@@ -131,6 +131,9 @@ pub fn is_typical(bytes: &[u8]) -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ZyppHistory {
     installed: Installed,
+    /// The run the last `command` record opened, until it is taken.
+    #[serde(skip)]
+    run_start: Option<RunStart>,
 }
 
 impl Format for ZyppHistory {
@@ -185,13 +188,23 @@ impl Format for ZyppHistory {
                     last_state: None,
                 }
             }
-            ZyppRecord::Command { .. } | ZyppRecord::Other => return Ok(Vec::new()),
+            ZyppRecord::Command {
+                timestamp, command, ..
+            } => {
+                self.run_start = Some(RunStart { command, timestamp });
+                return Ok(Vec::new());
+            }
+            ZyppRecord::Other => return Ok(Vec::new()),
         };
         Ok(vec![change])
     }
 
     fn has_state(&self) -> bool {
         !self.installed.is_empty()
+    }
+
+    fn take_run_start(&mut self) -> Option<RunStart> {
+        self.run_start.take()
     }
 }
 
