@@ -218,7 +218,8 @@ impl ManagerSandbox {
     }
 
     /// Writes a sensor configuration that follows only `manager`'s `log` (and a dpkg log
-    /// nothing writes), with state and outputs inside the sandbox; returns its path.
+    /// nothing writes), with state and outputs inside the sandbox and no SSH logins read (the
+    /// host's would change the rules' verdicts); returns its path.
     pub fn sensor_config(&self, manager: &str, log: &Path) -> anyhow::Result<PathBuf> {
         self.write_config(manager, log, false)
     }
@@ -231,7 +232,8 @@ impl ManagerSandbox {
     fn write_config(&self, manager: &str, log: &Path, from_start: bool) -> anyhow::Result<PathBuf> {
         let mut text = format!(
             "host = \"managers-host\"\nfrom_start = {from_start}\nstate_dir = \"{}\"\n\
-             [dpkg]\nlog = \"{}\"\nadmin_dir = \"{}\"\n[sinks.journald]\nenabled = false\n",
+             [dpkg]\nlog = \"{}\"\nadmin_dir = \"{}\"\n[sinks.journald]\nenabled = false\n\
+             [ssh]\nsource = \"off\"\n",
             self.dir.path().join("state").display(),
             self.dir.path().join("dpkg.log").display(),
             self.dir.path().join("dpkg-admin").display(),

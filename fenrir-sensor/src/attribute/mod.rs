@@ -14,8 +14,10 @@
 //! `null`: no guess is presented as fact. The logs of the other managers are attributed the
 //! same way by [`manager`], from each tool's own options and lifetime.
 
+pub mod history;
 pub mod manager;
 pub mod script;
+pub mod ssh;
 mod users;
 
 use std::collections::{HashMap, VecDeque};

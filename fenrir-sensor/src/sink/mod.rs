@@ -6,6 +6,7 @@
 //! an event so the checkpoint never moves past an undelivered one.
 
 pub mod dispatch;
+pub mod hook;
 pub mod journald;
 pub mod json;
 
