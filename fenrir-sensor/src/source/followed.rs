@@ -23,8 +23,9 @@ use super::database::WatchedDatabase;
 use super::lock::{dpkg_lock_state, lock_holder, LockState};
 use super::tail::{Line, Position, StartAt, TailNotice, TailOptions, Tailer};
 use crate::parse::interpret::InterpretStats;
-use crate::parse::manager::{ChangeLog, LogFormat, Manager, RunStart};
+use crate::parse::manager::{ChangeLog, LogFormat, Manager, RunStart, MAX_LINE_LEN};
 use crate::parse::PackageChange;
+use crate::replay::read_bounded_line;
 
 /// Lines read per batch: bounds memory when starting from the beginning of a long log.
 const BATCH_LINES: usize = 1024;
@@ -328,27 +329,27 @@ impl FollowedLog {
     }
 }
 
-/// Feeds the first `end` bytes of `log` to `reader`, dropping the changes: history only.
+/// Feeds the first `end` bytes of `log` (a line boundary) to `reader`, dropping the changes:
+/// history only. The file is streamed, so a long log costs no memory.
 fn learn(reader: &mut dyn ChangeLog, log: &Path, end: u64) -> io::Result<()> {
     use std::io::Read as _;
 
     let file = std::fs::File::open(log)?;
-    let mut head = Vec::new();
-    file.take(end).read_to_end(&mut head)?;
-    let complete = head
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(&head[..0], |newline| &head[..newline]);
-    if complete.is_empty() {
-        return Ok(());
-    }
-    for (index, line) in complete.split(|&b| b == b'\n').enumerate() {
-        let _ = reader.line(line, log, index as u64 + 1);
+    let mut input = io::BufReader::new(file.take(end));
+    let mut line = Vec::new();
+    let mut line_no = 0_u64;
+    loop {
+        line.clear();
+        if read_bounded_line(&mut input, &mut line, MAX_LINE_LEN)? == 0 {
+            break;
+        }
+        line_no += 1;
+        let _ = reader.line(&line, log, line_no);
     }
     let _ = reader.finish();
     // Runs of the past are no one the kernel saw.
     let _ = reader.take_run_start();
-    debug!(path = %log.display(), bytes = end, "read the log's history");
+    debug!(path = %log.display(), lines = line_no, "read the log's history");
     Ok(())
 }
 
