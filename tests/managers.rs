@@ -4,7 +4,6 @@
 //! run that made it; replay reads the real logs of other hosts; apk's database is followed by
 //! snapshot.
 
-use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
@@ -235,6 +234,75 @@ fn pacman_changes_are_reported_as_pacman_logs_them() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[test]
+fn rpm_run_by_hand_is_reported_and_dnf_changes_are_left_to_dnf() -> anyhow::Result<()> {
+    if !require_root("the rpm test") || !require_program("dnf", "the rpm test") {
+        return Ok(());
+    }
+    let sandbox = ManagerSandbox::new()?;
+    let v1 = sandbox
+        .build_rpm("fenrir-rpm", "1.0")?
+        .display()
+        .to_string();
+    let v2 = sandbox
+        .build_rpm("fenrir-rpm", "2.0")?
+        .display()
+        .to_string();
+    let other = sandbox
+        .build_rpm("fenrir-via-dnf", "1.0")?
+        .display()
+        .to_string();
+    let sensor = start_sensor(&sandbox.rpm_and_dnf_config()?)?;
+    if !has_tracer(&sensor) {
+        return Ok(());
+    }
+    assert!(
+        sensor.stderr().contains("manager=rpm"),
+        "the rpm database is followed: {}",
+        sensor.stderr()
+    );
+
+    // rpm itself writes no log: the database tells what changed, the kernel who did it.
+    let (one, two) = (Some("1.0-1"), Some("2.0-1"));
+    let steps: [(&[&str], &str, _); 5] = [
+        (&["-i", &v1], "package_install", (None, one)),
+        (&["-U", &v2], "package_upgrade", (one, two)),
+        (
+            &["-U", "--oldpackage", &v1],
+            "package_downgrade",
+            (two, one),
+        ),
+        (&["--reinstall", &v1], "package_reinstall", (one, one)),
+        (&["-e", "fenrir-rpm"], "package_remove", (one, None)),
+    ];
+    for (args, category, versions) in steps {
+        sandbox.rpm(args)?;
+        let event = expect(&sensor, "rpm", category, "fenrir-rpm", versions)
+            .with_context(|| format!("after rpm {args:?}"))?;
+        assert_eq!(
+            event["raw_line"]
+                .as_str()
+                .map(|l| l.starts_with("fenrir-rpm-")),
+            Some(true)
+        );
+        expect_actor(&event, "rpm", args);
+    }
+
+    // dnf changes the same database in its own process and logs it: one event, dnf's.
+    sandbox.dnf(&["install", &other])?;
+    let event = expect(
+        &sensor,
+        "dnf",
+        "package_install",
+        "fenrir-via-dnf",
+        (None, one),
+    )?;
+    expect_actor(&event, "/usr/bin/dnf", &["install"]);
+    let extra = sensor.drain(Duration::from_secs(4));
+    assert!(extra.is_empty(), "unexpected events: {extra:#?}");
+    Ok(())
+}
+
 fn stanza(name: &str, version: &str) -> String {
     format!("C:Q1{name}{version}=\nP:{name}\nV:{version}\nA:x86_64\nF:usr/bin\nR:{name}\n\n")
 }
@@ -260,8 +328,14 @@ fn apk_database_changes_are_reported_where_apk_writes_no_log() -> anyhow::Result
         &(stanza("musl", "1.2.4-r1") + &stanza("curl", "8.6.0-r0") + &stanza("zlib", "1.3.1-r0")),
     )?;
     let config = sandbox.sensor_config("apk", &sandbox.root().join("var/log/apk.log"))?;
-    let mut text = fs::read_to_string(&config)?;
-    writeln!(text, "database = \"{}\"", database.display())?;
+    let apk_log = format!(
+        "log = \"{}\"\n",
+        sandbox.root().join("var/log/apk.log").display()
+    );
+    let text = fs::read_to_string(&config)?.replace(
+        &apk_log,
+        &format!("{apk_log}database = \"{}\"\n", database.display()),
+    );
     fs::write(&config, text)?;
     let sensor = start_sensor(&config)?;
     assert!(

@@ -89,6 +89,30 @@ pub struct ManagersConfig {
     pub zypper: ManagerConfig,
     pub pacman: ManagerConfig,
     pub apk: ApkConfig,
+    pub rpm: RpmConfig,
+}
+
+/// rpm run by hand, seen through the rpm database.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RpmConfig {
+    /// Follow the database; it is followed when it exists at start and the kernel tracer
+    /// runs, which alone tells a change rpm made by hand from one of dnf, yum or zypper.
+    pub enabled: bool,
+    /// The root whose database is followed.
+    pub root: PathBuf,
+    /// The database inside the root, and where rpm keeps it when `--dbpath` is not given.
+    pub dbpath: PathBuf,
+}
+
+impl Default for RpmConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            root: PathBuf::from("/"),
+            dbpath: PathBuf::from("/var/lib/rpm"),
+        }
+    }
 }
 
 /// One package manager's log.
@@ -137,7 +161,7 @@ impl ManagersConfig {
     #[must_use]
     pub fn log_of(&self, manager: Manager) -> Option<PathBuf> {
         let (enabled, log) = match manager {
-            Manager::Dpkg => return None,
+            Manager::Dpkg | Manager::Rpm => return None,
             Manager::Dnf => (self.dnf.enabled, &self.dnf.log),
             Manager::Yum => (self.yum.enabled, &self.yum.log),
             Manager::Zypper => (self.zypper.enabled, &self.zypper.log),
@@ -168,6 +192,9 @@ impl ManagersConfig {
             ("apk.log", &self.apk.log),
             ("apk.database", &self.apk.database),
         ];
+        if !self.rpm.dbpath.is_absolute() || !self.rpm.root.is_absolute() {
+            return Err("key `managers.rpm.root`/`dbpath`: must be absolute paths".into());
+        }
         for (key, path) in logs {
             if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
                 return Err(format!("key `managers.{key}`: must not be empty"));
@@ -586,12 +613,14 @@ level = "debug"
     fn bad_manager_keys_name_line_and_key() {
         let err = parse("[managers.dnf]\nlogfile = \"/x\"\n").expect_err("unknown key");
         assert!(err.contains("line 2") && err.contains("logfile"), "{err}");
-        let err = parse("[managers.rpm]\nenabled = true\n").expect_err("unknown manager");
-        assert!(err.contains("line 1") && err.contains("rpm"), "{err}");
+        let err = parse("[managers.portage]\nenabled = true\n").expect_err("unknown manager");
+        assert!(err.contains("line 1") && err.contains("portage"), "{err}");
         let err = parse("[managers.pacman]\nenabled = \"yes\"\n").expect_err("bad value");
         assert!(err.contains("line 2"), "{err}");
         let err = parse("[managers.apk]\ndatabase = \"\"\n").expect_err("empty");
         assert!(err.contains("managers.apk.database"), "{err}");
+        let err = parse("[managers.rpm]\nroot = \"srv\"\n").expect_err("relative");
+        assert!(err.contains("managers.rpm.root"), "{err}");
     }
 
     #[test]

@@ -35,6 +35,7 @@ use crate::sink::hook::{Hooks, OutcomeJournal};
 use crate::sink::journald::JournaldSink;
 use crate::sink::json::JsonSink;
 use crate::sink::Sink;
+use crate::source::database::DatabaseKind;
 use crate::source::exec::{ExecTracer, LoadError, TracerConfig};
 use crate::source::followed::{
     rpm_locks_for, Delivery, FollowOptions, RunEnd, Source, SourceSpec, SourceTag,
@@ -115,6 +116,12 @@ impl Pipeline {
                 if let (Some(actor), true) = (&event.actor, is_dpkg && change.category.unpacks()) {
                     attributor.note_unpacked(actor, &change.package, change.arch.as_deref());
                 }
+            }
+            // The rpm database also changes under dnf, yum and zypper, whose logs report it:
+            // only a change an rpm run by hand made is rpm's.
+            if source.manager == Manager::Rpm && event.actor.is_none() {
+                debug!(package = %change.package, "rpm database change made by another manager");
+                continue;
             }
             if !self.judge(&mut event) {
                 continue;
@@ -234,11 +241,12 @@ impl Delivery for Pipeline {
 }
 
 /// Returns every source the configuration asks for: dpkg's log first, then each other
-/// manager's.
-fn source_specs(config: &Config) -> Vec<SourceSpec> {
+/// manager's. rpm's database is only followed with the kernel tracer, which alone tells a
+/// change rpm made by hand from one dnf, yum or zypper made and logged.
+fn source_specs(config: &Config, has_tracer: bool) -> Vec<SourceSpec> {
     let mut specs = vec![SourceSpec {
         manager: Manager::Dpkg,
-        log: config.dpkg.log.clone(),
+        log: Some(config.dpkg.log.clone()),
         database: None,
         run_end: RunEnd::DpkgLock(config.dpkg.admin_dir.clone()),
     }];
@@ -250,12 +258,27 @@ fn source_specs(config: &Config) -> Vec<SourceSpec> {
             Manager::Dnf => RunEnd::RpmLock(rpm_locks_for(&log)),
             _ => RunEnd::Quiet,
         };
-        let database = (manager == Manager::Apk).then(|| config.managers.apk_database());
+        let database = (manager == Manager::Apk).then(|| DatabaseKind::Apk {
+            file: config.managers.apk_database(),
+        });
         specs.push(SourceSpec {
             manager,
-            log,
+            log: Some(log),
             database,
             run_end,
+        });
+    }
+    let rpm = &config.managers.rpm;
+    let database = DatabaseKind::Rpm {
+        root: rpm.root.clone(),
+        dbpath: rpm.dbpath.clone(),
+    };
+    if rpm.enabled && has_tracer && database.path().is_dir() {
+        specs.push(SourceSpec {
+            manager: Manager::Rpm,
+            log: None,
+            database: Some(database),
+            run_end: RunEnd::Quiet,
         });
     }
     specs
@@ -339,7 +362,7 @@ impl Pipeline {
             },
         };
         let mut sources = Vec::new();
-        for spec in source_specs(config) {
+        for spec in source_specs(config, tracer.is_some()) {
             sources.push(spec.open(sources.len(), &options)?);
         }
 
@@ -355,7 +378,7 @@ impl Pipeline {
         let kernel = tracer.map(|tracer| {
             let mut attributor = Attributor::new(&config.dpkg.log, &config.dpkg.admin_dir);
             for source in &sources {
-                attributor.follow(source.tag(), source.path());
+                attributor.follow(source.tag(), source.path(), &config.managers.rpm.dbpath);
             }
             (tracer, attributor)
         });
@@ -458,9 +481,9 @@ pub async fn run(
     // The watch comes first so that nothing written while the tail opens goes unnoticed.
     let wake = Arc::new(Notify::new());
     let mut files: Vec<PathBuf> = Vec::new();
-    for spec in source_specs(config) {
-        files.extend(spec.database.clone());
-        files.push(spec.log);
+    for spec in source_specs(config, config.ebpf.enabled) {
+        files.extend(spec.database.iter().flat_map(DatabaseKind::watched_files));
+        files.extend(spec.log);
     }
     let _watcher = match watch_log_directories(&files, Arc::clone(&wake)) {
         Ok(watcher) => Some(watcher),

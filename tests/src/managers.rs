@@ -221,15 +221,24 @@ impl ManagerSandbox {
     /// nothing writes), with state and outputs inside the sandbox and no SSH logins read (the
     /// host's would change the rules' verdicts); returns its path.
     pub fn sensor_config(&self, manager: &str, log: &Path) -> anyhow::Result<PathBuf> {
-        self.write_config(manager, log, false)
+        self.write_config(&[(manager, log)], false)
     }
 
     /// Like [`ManagerSandbox::sensor_config`], reading the existing log from its start.
     pub fn sensor_config_from_start(&self, manager: &str, log: &Path) -> anyhow::Result<PathBuf> {
-        self.write_config(manager, log, true)
+        self.write_config(&[(manager, log)], true)
     }
 
-    fn write_config(&self, manager: &str, log: &Path, from_start: bool) -> anyhow::Result<PathBuf> {
+    /// Writes a sensor configuration that follows the rpm database of the root (initialized
+    /// here) and dnf's log; returns its path.
+    pub fn rpm_and_dnf_config(&self) -> anyhow::Result<PathBuf> {
+        self.rpm(&["--initdb"])?;
+        let root = self.root();
+        self.write_config(&[("rpm", &root), ("dnf", &self.dnf_log())], false)
+    }
+
+    /// Follows each manager's log (for rpm: the database of that root), nothing else.
+    fn write_config(&self, follow: &[(&str, &Path)], from_start: bool) -> anyhow::Result<PathBuf> {
         let mut text = format!(
             "host = \"managers-host\"\nfrom_start = {from_start}\nstate_dir = \"{}\"\n\
              [dpkg]\nlog = \"{}\"\nadmin_dir = \"{}\"\n[sinks.journald]\nenabled = false\n\
@@ -238,16 +247,33 @@ impl ManagerSandbox {
             self.dir.path().join("dpkg.log").display(),
             self.dir.path().join("dpkg-admin").display(),
         );
-        for other in ["dnf", "yum", "zypper", "pacman", "apk"] {
-            if other == manager {
-                let _ = writeln!(text, "[managers.{other}]\nlog = \"{}\"", log.display());
-            } else {
-                let _ = writeln!(text, "[managers.{other}]\nenabled = false");
+        for manager in ["dnf", "yum", "zypper", "pacman", "apk", "rpm"] {
+            let _ = writeln!(text, "[managers.{manager}]");
+            match follow.iter().find(|(name, _)| *name == manager) {
+                Some(("rpm", root)) => {
+                    let _ = writeln!(text, "root = \"{}\"", root.display());
+                }
+                Some((_, log)) => {
+                    let _ = writeln!(text, "log = \"{}\"", log.display());
+                }
+                None => text.push_str("enabled = false\n"),
             }
         }
         let path = self.dir.path().join("fenrir.toml");
         fs::write(&path, text)?;
         Ok(path)
+    }
+
+    /// Runs rpm itself on the root, its database at `/var/lib/rpm` inside it; fails unless
+    /// it succeeds.
+    pub fn rpm(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let mut command = Command::new("rpm");
+        command
+            .arg("--root")
+            .arg(self.root())
+            .args(["--dbpath", "/var/lib/rpm"])
+            .args(args);
+        self.run(command, &format!("rpm {args:?}"))
     }
 }
 

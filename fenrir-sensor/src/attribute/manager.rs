@@ -9,14 +9,21 @@
 //! log's manager. A run belongs to a log when the log its options resolve to — the tool's
 //! `--installroot`/`--root`/`--logfile`/… applied to its default — is the followed one.
 //!
-//! pacman, zypper and apk open each run's lines with the command they run (`Running '…'`, a
-//! `command` record): that line is given to the oldest run the kernel saw start with exactly
-//! those arguments that has no line yet, and the lines after it are that run's while it
-//! lives. Without such a line (dnf, yum, apk's database), a line is the run's when the run had
-//! started and had not yet ended when the line was written; when several runs qualify, the
-//! rpm transaction lock (dnf, yum) names the one inside a transaction, and otherwise only a
-//! run whose command changes packages is taken, if it is the only one. Anything less certain
-//! leaves the actor `null`.
+//! While an rpm transaction runs, its lock names the process writing dnf's and yum's package
+//! lines. pacman, zypper and apk open each run's lines with the command they run (`Running
+//! '…'`, a `command` record): that line is given to the oldest run the kernel saw start with
+//! exactly those arguments that has no line yet, and the lines after it are that run's while
+//! it lives; dnf opens each run with a start line naming no command, given to the oldest run
+//! without one that still runs. Without such a line (yum, apk's database), a line is the
+//! run's when the run had started and had not yet ended when the line was written; when
+//! several runs qualify, only a run whose command changes packages is taken, if it is the
+//! only one. Anything less certain leaves the actor `null`.
+//!
+//! The rpm database changes under dnf, yum and zypper too; a change of it is rpm's own only
+//! when the one changing `rpm` run alive at the database's modification time (exact on both
+//! sides, so the margin is a clock tick) is one the kernel saw started outside any other
+//! package manager, and no other changing run came and went since the previous change, whose
+//! changes would be in the same reading.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -31,6 +38,9 @@ const MAX_RUNS: usize = 64;
 
 /// Log times are whole seconds; a line's real time lies within a second after its stamp.
 const STAMP_SLACK: Duration = Duration::from_secs(2);
+
+/// A file's modification time lags the write by up to one clock tick of the kernel.
+const DATABASE_SLACK: Duration = Duration::from_millis(10);
 
 /// One run of a package manager on the followed log.
 #[derive(Debug, Clone)]
@@ -58,8 +68,37 @@ struct Target {
     path: PathBuf,
     /// rpm's transaction locks of the log's root, for dnf and yum.
     locks: Vec<PathBuf>,
+    /// For rpm: the database inside a root that a run without `--dbpath` uses.
+    rpm_dbpath: PathBuf,
     runs: VecDeque<Run>,
     section: Option<Section>,
+    /// For rpm: the database times of the change being attributed and of the one before.
+    change_times: (Option<SystemTime>, Option<SystemTime>),
+}
+
+impl Target {
+    fn slack(&self) -> Duration {
+        if self.manager == Manager::Rpm {
+            DATABASE_SLACK
+        } else {
+            STAMP_SLACK
+        }
+    }
+
+    /// Returns whether a run of the target's manager with `args` writes the target's file.
+    fn is_written_by(&self, manager: Manager, args: &[String]) -> bool {
+        if self.manager == Manager::Rpm {
+            let root = option(args, &["--root", "-r"]).unwrap_or("/");
+            let dbpath = option(args, &["--dbpath"]).map_or_else(
+                || self.rpm_dbpath.to_string_lossy().into_owned(),
+                str::to_owned,
+            );
+            return manager == Manager::Rpm && super::normalize(&under(root, &dbpath)) == self.path;
+        }
+        writes(manager, args)
+            .iter()
+            .any(|(m, path)| *m == self.manager && super::normalize(path) == self.path)
+    }
 }
 
 /// The runs of every followed log other than dpkg's, by source position.
@@ -69,8 +108,9 @@ pub struct ManagerRuns {
 }
 
 impl ManagerRuns {
-    /// Follows the runs that write `path`, `manager`'s log, the `index`-th source.
-    pub fn follow(&mut self, index: usize, manager: Manager, path: &Path) {
+    /// Follows the runs that write `path`, `manager`'s log, the `index`-th source; for rpm,
+    /// `path` is the database and `rpm_dbpath` where a run without `--dbpath` has it.
+    pub fn follow(&mut self, index: usize, manager: Manager, path: &Path, rpm_dbpath: &Path) {
         if self.targets.len() <= index {
             self.targets.resize_with(index + 1, || None);
         }
@@ -86,8 +126,10 @@ impl ManagerRuns {
             manager,
             path,
             locks,
+            rpm_dbpath: rpm_dbpath.to_path_buf(),
             runs: VecDeque::new(),
             section: None,
+            change_times: (None, None),
         });
     }
 
@@ -99,12 +141,8 @@ impl ManagerRuns {
         let Some(args) = options_of(exec) else {
             return;
         };
-        let writes = writes(manager, args);
         for target in self.targets.iter_mut().flatten() {
-            let belongs = writes
-                .iter()
-                .any(|(m, path)| *m == target.manager && super::normalize(path) == target.path);
-            if !belongs {
+            if !target.is_written_by(manager, args) {
                 continue;
             }
             if target.runs.len() == MAX_RUNS {
@@ -138,11 +176,25 @@ impl ManagerRuns {
             return;
         };
         let manager = target.manager;
-        let run = target
-            .runs
-            .iter_mut()
-            .filter(|run| !run.has_section && is_alive_at(run, written))
-            .find(|run| command_matches(manager, command, &run.exec));
+        let slack = target.slack();
+        let unassigned = |run: &&mut Run| !run.has_section && is_alive_at(run, written, slack);
+        let run = if matches!(manager, Manager::Dnf | Manager::Yum) {
+            // dnf's start line names no command: it is the oldest run without a line that
+            // still runs (it writes that line first, then resolves and installs), or, read
+            // late, the oldest that was alive when the line was written.
+            let mut candidates: Vec<&mut Run> = target.runs.iter_mut().filter(unassigned).collect();
+            let running = candidates.iter().position(|run| run.ended.is_none());
+            match running {
+                Some(position) => Some(candidates.swap_remove(position)),
+                None => candidates.into_iter().next(),
+            }
+        } else {
+            target
+                .runs
+                .iter_mut()
+                .filter(unassigned)
+                .find(|run| command_matches(manager, command, &run.exec))
+        };
         let tgid = run.map(|run| {
             run.has_section = true;
             run.exec.tgid
@@ -151,15 +203,25 @@ impl ManagerRuns {
     }
 
     /// Returns the run of the `index`-th source's manager that wrote a line at `written`.
-    #[must_use]
-    pub fn writer(&self, index: usize, written: SystemTime) -> Option<&ExecRecord> {
-        let target = self.targets.get(index)?.as_ref()?;
+    pub fn writer(&mut self, index: usize, written: SystemTime) -> Option<&ExecRecord> {
+        let target = self.targets.get_mut(index)?.as_mut()?;
+        if target.manager == Manager::Rpm {
+            return rpm_writer(target, written);
+        }
+        let slack = target.slack();
+
+        // Inside an rpm transaction only its holder writes package lines (dnf, yum).
+        if let Ok(LockState::Held { pid: Some(pid) }) = lock_holder(&target.locks) {
+            if let Some(run) = target.runs.iter().rev().find(|run| run.exec.tgid == pid) {
+                return Some(&run.exec);
+            }
+        }
         match target.section {
             Some(Section { tgid: Some(tgid) }) => {
                 let run = target.runs.iter().rev().find(|run| run.exec.tgid == tgid);
                 // Lines after the run ended are another writer's (a front end without a
                 // command line).
-                if let Some(run) = run.filter(|run| is_alive_at(run, written)) {
+                if let Some(run) = run.filter(|run| is_alive_at(run, written, slack)) {
                     return Some(&run.exec);
                 }
             }
@@ -171,7 +233,7 @@ impl ManagerRuns {
         let covering: Vec<&Run> = target
             .runs
             .iter()
-            .filter(|run| is_alive_at(run, written))
+            .filter(|run| is_alive_at(run, written, slack))
             .collect();
         if let [only] = covering.as_slice() {
             return Some(&only.exec);
@@ -180,12 +242,6 @@ impl ManagerRuns {
             return None;
         }
 
-        // Several runs were alive: the one inside an rpm transaction wrote package lines.
-        if let Ok(LockState::Held { pid: Some(pid) }) = lock_holder(&target.locks) {
-            if let Some(run) = covering.iter().find(|run| run.exec.tgid == pid) {
-                return Some(&run.exec);
-            }
-        }
         let mut changing = covering.iter().filter(|run| run.is_changing);
         match (changing.next(), changing.next()) {
             (Some(run), None) => Some(&run.exec),
@@ -194,10 +250,39 @@ impl ManagerRuns {
     }
 }
 
-/// Whether a run had started and not yet ended when a line stamped `written` was written.
-fn is_alive_at(run: &Run, written: SystemTime) -> bool {
-    run.started <= written + STAMP_SLACK
-        && run.ended.is_none_or(|ended| ended + STAMP_SLACK >= written)
+/// Returns the rpm run that changed the database at `changed`: the one changing run alive
+/// then, when no other changing run started after the previous change and ended before this
+/// one (its changes would be in the same reading).
+fn rpm_writer(target: &mut Target, changed: SystemTime) -> Option<&ExecRecord> {
+    if target.change_times.0 != Some(changed) {
+        target.change_times = (Some(changed), target.change_times.0);
+    }
+    let previous = target.change_times.1.unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut alive = target
+        .runs
+        .iter()
+        .filter(|run| run.is_changing && is_alive_at(run, changed, DATABASE_SLACK));
+    let (Some(writer), None) = (alive.next(), alive.next()) else {
+        return None;
+    };
+    let came_and_went = target.runs.iter().any(|run| {
+        run.is_changing
+            && run.exec.tgid != writer.exec.tgid
+            && run.started > previous
+            && run
+                .ended
+                .is_some_and(|ended| ended + DATABASE_SLACK < changed)
+    });
+    // TODO: two rpm runs by hand between two readings of the database (a second or less
+    // apart) leave their changes unattributed, and so unreported; the install transaction id
+    // of each new header could tell them apart.
+    (!came_and_went).then_some(&writer.exec)
+}
+
+/// Whether a run had started and not yet ended, within `slack`, when a line stamped
+/// `written` was written.
+fn is_alive_at(run: &Run, written: SystemTime, slack: Duration) -> bool {
+    run.started <= written + slack && run.ended.is_none_or(|ended| ended + slack >= written)
 }
 
 /// Whether the command a log wrote is the one `exec` ran: pacman and apk join the arguments
@@ -211,7 +296,7 @@ fn command_matches(manager: Manager, logged: &str, exec: &ExecRecord) -> bool {
             .collect::<Vec<_>>()
             .join(" "),
         Manager::Pacman | Manager::Apk => exec.argv.join(" "),
-        Manager::Dpkg | Manager::Dnf | Manager::Yum => return false,
+        Manager::Dpkg | Manager::Dnf | Manager::Yum | Manager::Rpm => return false,
     };
     if exec.is_truncated {
         logged.starts_with(&written)
@@ -237,6 +322,7 @@ fn manager_of(exec: &ExecRecord) -> Option<Manager> {
         "zypper" => Manager::Zypper,
         "pacman" => Manager::Pacman,
         "apk" => Manager::Apk,
+        "rpm" => Manager::Rpm,
         _ => return None,
     })
 }
@@ -320,7 +406,8 @@ fn writes(manager: Manager, args: &[String]) -> Vec<(Manager, PathBuf)> {
             }
             files
         }
-        Manager::Dpkg => Vec::new(),
+        // rpm's database depends on the follower's default; see `Target::is_written_by`.
+        Manager::Dpkg | Manager::Rpm => Vec::new(),
     }
 }
 
@@ -437,6 +524,16 @@ fn is_changing(manager: Manager, args: &[String]) -> bool {
         }),
         Manager::Apk => command(&["--root", "-p", "-X", "--repository"])
             .is_some_and(|c| matches!(c, "add" | "del" | "upgrade" | "fix")),
+        // rpm's mode is its first option: -i, -U, -F, -e, or their long names.
+        Manager::Rpm => args.iter().any(|arg| {
+            matches!(
+                arg.as_str(),
+                "--install" | "--upgrade" | "--freshen" | "--erase" | "--reinstall" | "--import"
+            ) || (arg.len() > 1
+                && !arg.starts_with("--")
+                && arg.starts_with('-')
+                && matches!(arg.as_bytes()[1], b'i' | b'U' | b'F' | b'e'))
+        }),
         Manager::Dpkg => false,
     }
 }
@@ -550,7 +647,14 @@ mod tests {
         assert_eq!(options_of(&dnf), Some(&args(&["-y", "install", "x"])[..]));
         let pacman = exec(8, "/usr/bin/pacman", &["pacman", "-U", "x"]);
         assert_eq!(options_of(&pacman), Some(&args(&["-U", "x"])[..]));
-        assert_eq!(manager_of(&exec(9, "/usr/bin/rpm", &["rpm", "-i"])), None);
+        assert_eq!(
+            manager_of(&exec(9, "/usr/bin/rpm", &["rpm", "-i"])),
+            Some(Manager::Rpm)
+        );
+        assert_eq!(
+            manager_of(&exec(9, "/usr/bin/rpmbuild", &["rpmbuild"])),
+            None
+        );
     }
 
     #[test]
@@ -560,7 +664,7 @@ mod tests {
         let log = root.join("var/log/pacman.log");
         let root_arg = root.display().to_string();
         let mut runs = ManagerRuns::default();
-        runs.follow(1, Manager::Pacman, &log);
+        runs.follow(1, Manager::Pacman, &log, Path::new("/var/lib/rpm"));
 
         let t = |secs: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + secs);
         let install = exec(
@@ -614,7 +718,7 @@ mod tests {
         let root = dir.path().join("root").display().to_string();
         let log = Path::new(&root).join("var/log/pacman.log");
         let mut runs = ManagerRuns::default();
-        runs.follow(0, Manager::Pacman, &log);
+        runs.follow(0, Manager::Pacman, &log, Path::new("/var/lib/rpm"));
         let t = |millis: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(5_000_000 + millis);
         let argv = ["pacman", "-r", root.as_str(), "-U", "x.pkg.tar.zst"];
         let command = argv.join(" ");
@@ -653,6 +757,66 @@ mod tests {
     }
 
     #[test]
+    fn dnf_start_lines_go_to_the_run_still_running() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().display().to_string();
+        let log = dir.path().join("var/log/dnf.rpm.log");
+        let mut runs = ManagerRuns::default();
+        runs.follow(1, Manager::Dnf, &log, Path::new("/var/lib/rpm"));
+        let t = |millis: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(7_000_000 + millis);
+        let installroot = format!("--installroot={root}");
+        let dnf = |tgid, command: &str| {
+            let argv = [
+                "/usr/bin/python3",
+                "/usr/bin/dnf",
+                "-y",
+                &installroot,
+                command,
+                "x",
+            ];
+            exec(tgid, "/usr/bin/dnf", &argv)
+        };
+
+        // The reinstall ended a moment before the downgrade wrote its lines in the same second.
+        runs.record_exec(&dnf(50, "reinstall"), t(0));
+        runs.open_section(1, "", t(0));
+        runs.record_exit(50, t(400));
+        runs.record_exec(&dnf(51, "downgrade"), t(450));
+        runs.open_section(1, "", t(0));
+        assert_eq!(runs.writer(1, t(0)).map(|e| e.tgid), Some(51));
+    }
+
+    #[test]
+    fn an_rpm_database_change_is_given_to_the_one_rpm_run_alive_then() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().display().to_string();
+        let mut runs = ManagerRuns::default();
+        let dbpath = Path::new("/var/lib/rpm");
+        runs.follow(3, Manager::Rpm, &dir.path().join("var/lib/rpm"), dbpath);
+        let t = |millis: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(9_000_000 + millis);
+        let rpm =
+            |tgid, mode: &str| exec(tgid, "/usr/bin/rpm", &["rpm", "--root", &root, mode, "x"]);
+
+        // Back to back: the install ended 20 ms before the upgrade wrote.
+        runs.record_exec(&rpm(40, "-i"), t(0));
+        assert_eq!(runs.writer(3, t(300)).map(|e| e.tgid), Some(40));
+        runs.record_exit(40, t(350));
+        runs.record_exec(&rpm(41, "-U"), t(360));
+        assert_eq!(runs.writer(3, t(370)).map(|e| e.tgid), Some(41));
+        runs.record_exit(41, t(400));
+
+        // The sensor's own queries change nothing; dnf's transactions run no rpm at all.
+        runs.record_exec(&rpm(42, "-qa"), t(500));
+        assert_eq!(runs.writer(3, t(505)).map(|e| e.tgid), None);
+
+        // A whole run came and went since the last change: its changes are in this reading.
+        runs.record_exec(&rpm(43, "-e"), t(600));
+        runs.record_exit(43, t(650));
+        runs.record_exec(&rpm(44, "-i"), t(700));
+        assert_eq!(runs.writer(3, t(750)).map(|e| e.tgid), None);
+    }
+
+    #[test]
     fn changing_commands_are_told_from_queries() {
         assert!(is_changing(
             Manager::Dnf,
@@ -674,5 +838,15 @@ mod tests {
         assert!(!is_changing(Manager::Pacman, &args(&["-Qi", "x"])));
         assert!(is_changing(Manager::Apk, &args(&["-p", "/r", "add", "x"])));
         assert!(!is_changing(Manager::Apk, &args(&["info"])));
+        assert!(is_changing(
+            Manager::Rpm,
+            &args(&["--root", "/r", "-ivh", "x.rpm"])
+        ));
+        assert!(is_changing(Manager::Rpm, &args(&["-e", "x"])));
+        assert!(!is_changing(Manager::Rpm, &args(&["-qi", "x"])));
+        assert!(!is_changing(
+            Manager::Rpm,
+            &args(&["-qa", "--queryformat", "%{NAME}"])
+        ));
     }
 }

@@ -116,11 +116,13 @@ impl Attributor {
         }
     }
 
-    /// Also attributes the lines of `source`, another manager's log (or apk's database) at
-    /// `path`.
-    pub fn follow(&mut self, source: SourceTag, path: &Path) {
+    /// Also attributes the lines of `source`, another manager's log (or apk's or rpm's
+    /// database) at `path`; `rpm_dbpath` is where rpm keeps its database in a root when run
+    /// without `--dbpath`.
+    pub fn follow(&mut self, source: SourceTag, path: &Path, rpm_dbpath: &Path) {
         if source.manager != Manager::Dpkg {
-            self.manager_runs.follow(source.index, source.manager, path);
+            self.manager_runs
+                .follow(source.index, source.manager, path, rpm_dbpath);
         }
     }
 
@@ -275,6 +277,10 @@ impl Attributor {
             return None;
         }
         let exec = self.manager_runs.writer(source.index, written)?.clone();
+        // rpm run by dnf's or zypper's transaction is theirs, and their logs report it.
+        if source.manager == Manager::Rpm && exec.tracked_root != exec.tgid {
+            return None;
+        }
         let mut actor = self.actor(&exec);
         if let Some(object) = actor.as_object_mut() {
             object.remove("dpkg_command");

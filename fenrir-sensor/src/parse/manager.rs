@@ -37,6 +37,8 @@ pub enum Manager {
     Zypper,
     Pacman,
     Apk,
+    /// rpm run by hand (`rpm -i`), seen through the rpm database.
+    Rpm,
 }
 
 impl Manager {
@@ -53,10 +55,12 @@ impl Manager {
             Self::Zypper => "zypper",
             Self::Pacman => "pacman",
             Self::Apk => "apk",
+            Self::Rpm => "rpm",
         }
     }
 
-    /// Returns where the manager writes its log, relative to its root directory.
+    /// Returns where the manager writes its log (rpm: its database), relative to its root
+    /// directory.
     #[must_use]
     pub fn default_log(self) -> &'static str {
         match self {
@@ -66,6 +70,7 @@ impl Manager {
             Self::Zypper => "var/log/zypp/history",
             Self::Pacman => "var/log/pacman.log",
             Self::Apk => "var/log/apk.log",
+            Self::Rpm => "var/lib/rpm",
         }
     }
 }
@@ -415,17 +420,18 @@ impl LogFormat {
         }
     }
 
-    /// Returns the format of `manager`'s log.
+    /// Returns the format of `manager`'s log; rpm writes none.
     #[must_use]
-    pub fn of(manager: Manager) -> Self {
-        match manager {
+    pub fn of(manager: Manager) -> Option<Self> {
+        Some(match manager {
             Manager::Dpkg => Self::Dpkg,
             Manager::Dnf => Self::DnfRpm,
             Manager::Yum => Self::Yum,
             Manager::Zypper => Self::ZyppHistory,
             Manager::Pacman => Self::Pacman,
             Manager::Apk => Self::Apk,
-        }
+            Manager::Rpm => return None,
+        })
     }
 
     /// Returns a reader of this format, resuming from saved state.

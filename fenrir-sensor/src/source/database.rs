@@ -1,28 +1,172 @@
-//! apk's database of installed packages, followed by snapshot where apk writes no log.
+//! Package databases followed by snapshot: apk's where apk writes no log, and rpm's for the
+//! changes rpm makes when run by hand.
 //!
 //! In: the database's path, and a wake-up whenever its directory changes or the poll ticks.
 //! Out: the package changes between the last snapshot delivered and the database now, dated
 //! with the database's modification time. State: that snapshot, changes found but not yet
-//! taken by a sink, and what the file looked like when last read; the snapshot is kept in the
+//! taken by a sink, and what the files looked like when last read; the snapshot is kept in the
 //! checkpoint, so changes made while the sensor was down are reported when it starts.
 //!
-//! apk replaces the database by renaming a new file over it, so a change shows as a new
-//! inode, size or modification time, and a read never sees half a database. Without a
+//! apk replaces its database by renaming a new file over it, so a change shows as a new
+//! inode, size or modification time, and a read never sees half a database. rpm's database is
+//! a directory (`rpmdb.sqlite` and its write-ahead log, or `Packages`); it is read with
+//! `rpm -qa` once rpm's transaction lock is free, so a transaction is seen whole. Without a
 //! checkpoint, the first reading is the baseline and reports nothing.
 
 use std::collections::VecDeque;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::SystemTime;
 
-use chrono::{DateTime, Local};
+use chrono::{DateTime, Local, NaiveDateTime};
+use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
 use super::checkpoint::{Checkpoint, CheckpointStore, FileIdentity};
 use super::followed::{Delivery, FollowOptions, SourceTag};
+use super::lock::{lock_holder, LockState};
 use crate::parse::apk::installed::Snapshot;
 use crate::parse::interpret::InterpretStats;
+use crate::parse::rpm::database::{RpmSnapshot, QUERY_FORMAT};
 use crate::parse::PackageChange;
+
+/// A database followed by snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseKind {
+    /// apk's `installed` file.
+    Apk { file: PathBuf },
+    /// rpm's database directory `dbpath` inside `root`.
+    Rpm { root: PathBuf, dbpath: PathBuf },
+}
+
+impl DatabaseKind {
+    /// Returns the file (apk) or directory (rpm) followed.
+    #[must_use]
+    pub fn path(&self) -> PathBuf {
+        match self {
+            Self::Apk { file } => file.clone(),
+            Self::Rpm { root, dbpath } => root.join(dbpath.strip_prefix("/").unwrap_or(dbpath)),
+        }
+    }
+
+    /// Returns the files whose changes mean the database changed, for the directory watch.
+    #[must_use]
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        match self {
+            Self::Apk { file } => vec![file.clone()],
+            Self::Rpm { .. } => {
+                let dir = self.path();
+                RPM_FILES.iter().map(|name| dir.join(name)).collect()
+            }
+        }
+    }
+
+    /// Looks at the database's files: identity, size and latest modification.
+    fn look(&self) -> std::io::Result<Look> {
+        match self {
+            Self::Apk { file } => Look::of(file),
+            Self::Rpm { .. } => {
+                let dir = self.path();
+                let mut look = Look::of(&dir)?;
+                look.len = 0;
+                for entry in std::fs::read_dir(&dir)?.flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    // Readers write the shared-memory index; the lock file is not data.
+                    if name.ends_with("-shm") || name.starts_with('.') {
+                        continue;
+                    }
+                    let Ok(meta) = entry.metadata() else { continue };
+                    look.len += meta.len();
+                    look.modified = look.modified.max(meta.modified().ok());
+                }
+                Ok(look)
+            }
+        }
+    }
+
+    /// Reads the database; `Ok(None)` when it cannot be read consistently right now.
+    fn read(&self, stats: &mut InterpretStats) -> std::io::Result<Option<DatabaseSnapshot>> {
+        match self {
+            Self::Apk { file } => {
+                let bytes = std::fs::read(file)?;
+                let (snapshot, read) = Snapshot::parse(&bytes);
+                stats.malformed += (read.incomplete + read.malformed_lines) as u64;
+                Ok(Some(DatabaseSnapshot::Apk(snapshot)))
+            }
+            Self::Rpm { root, dbpath } => {
+                // A transaction in progress is read once it is whole: the lock is free and
+                // nothing wrote while `rpm -qa` read.
+                let lock = [self.path().join(".rpm.lock")];
+                let before = self.look()?;
+                if matches!(lock_holder(&lock)?, LockState::Held { .. }) {
+                    return Ok(None);
+                }
+                let output = Command::new("rpm")
+                    .arg("--root")
+                    .arg(root)
+                    .arg("--dbpath")
+                    .arg(dbpath)
+                    .args(["-qa", "--queryformat", QUERY_FORMAT])
+                    .output()?;
+                if !output.status.success() {
+                    return Err(std::io::Error::other(format!(
+                        "rpm -qa failed with {}: {}",
+                        output.status,
+                        String::from_utf8_lossy(&output.stderr).trim()
+                    )));
+                }
+                if self.look()? != before || matches!(lock_holder(&lock)?, LockState::Held { .. }) {
+                    return Ok(None);
+                }
+                let (snapshot, malformed) = RpmSnapshot::parse(&output.stdout);
+                stats.malformed += malformed as u64;
+                Ok(Some(DatabaseSnapshot::Rpm(snapshot)))
+            }
+        }
+    }
+}
+
+/// The files of an rpm database directory, whatever its back end.
+const RPM_FILES: [&str; 4] = [
+    "rpmdb.sqlite",
+    "rpmdb.sqlite-wal",
+    "Packages",
+    "Packages.db",
+];
+
+/// The packages of a database, as last read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "database", content = "packages", rename_all = "lowercase")]
+enum DatabaseSnapshot {
+    Apk(Snapshot),
+    Rpm(RpmSnapshot),
+}
+
+impl DatabaseSnapshot {
+    fn empty(kind: &DatabaseKind) -> Self {
+        match kind {
+            DatabaseKind::Apk { .. } => Self::Apk(Snapshot::default()),
+            DatabaseKind::Rpm { .. } => Self::Rpm(RpmSnapshot::default()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Apk(snapshot) => snapshot.len(),
+            Self::Rpm(snapshot) => snapshot.len(),
+        }
+    }
+
+    fn changes_to(&self, after: &Self, at: NaiveDateTime) -> Vec<PackageChange> {
+        match (self, after) {
+            (Self::Apk(before), Self::Apk(after)) => before.changes_to(after, at),
+            (Self::Rpm(before), Self::Rpm(after)) => before.changes_to(after, at),
+            // A checkpoint of another database kind was dropped when it was loaded.
+            _ => Vec::new(),
+        }
+    }
+}
 
 /// What the file looked like when it was last read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,28 +190,32 @@ impl Look {
     }
 }
 
-/// apk's database, followed by snapshot.
+/// A database followed by snapshot.
 #[derive(Debug)]
 pub struct WatchedDatabase {
     tag: SourceTag,
+    kind: DatabaseKind,
     path: PathBuf,
     store: CheckpointStore,
     /// The packages as last delivered.
-    snapshot: Snapshot,
+    snapshot: DatabaseSnapshot,
     /// A newer reading whose changes are still being delivered.
-    next: Option<(Snapshot, Look)>,
+    next: Option<(DatabaseSnapshot, Look)>,
     undelivered: VecDeque<PackageChange>,
     /// The file when last read; `None` makes the next wake-up read it.
     look: Option<Look>,
     resumed: bool,
+    /// Whether a snapshot to compare with exists (read, or from the checkpoint).
+    has_baseline: bool,
     stats: InterpretStats,
 }
 
 impl WatchedDatabase {
-    /// Starts following the database at `path`, from its checkpoint when there is one.
+    /// Starts following a database, from its checkpoint when there is one.
     #[must_use]
-    pub fn open(tag: SourceTag, path: &Path, options: &FollowOptions) -> Self {
-        let store = CheckpointStore::for_log(&options.state_dir, path);
+    pub fn open(tag: SourceTag, kind: DatabaseKind, options: &FollowOptions) -> Self {
+        let path = kind.path();
+        let store = CheckpointStore::for_log(&options.state_dir, &path);
         let saved = match store.load() {
             Ok(saved) => saved,
             Err(err) => {
@@ -78,23 +226,36 @@ impl WatchedDatabase {
         let saved_snapshot = saved
             .as_ref()
             .and_then(|c| c.transactions.clone())
-            .and_then(|state| match serde_json::from_value::<Snapshot>(state) {
-                Ok(snapshot) => Some(snapshot),
-                Err(err) => {
-                    warn!(error = %err, "dropping unreadable saved database snapshot");
-                    None
-                }
-            });
+            .and_then(
+                |state| match serde_json::from_value::<DatabaseSnapshot>(state) {
+                    Ok(snapshot)
+                        if std::mem::discriminant(&snapshot)
+                            == std::mem::discriminant(&DatabaseSnapshot::empty(&kind)) =>
+                    {
+                        Some(snapshot)
+                    }
+                    Ok(_) => {
+                        warn!("saved snapshot is of another database; taking a new baseline");
+                        None
+                    }
+                    Err(err) => {
+                        warn!(error = %err, "dropping unreadable saved database snapshot");
+                        None
+                    }
+                },
+            );
 
         let mut database = Self {
             tag,
-            path: path.to_path_buf(),
+            snapshot: DatabaseSnapshot::empty(&kind),
+            kind,
+            path,
             store,
-            snapshot: Snapshot::default(),
             next: None,
             undelivered: VecDeque::new(),
             look: None,
             resumed: saved_snapshot.is_some(),
+            has_baseline: saved_snapshot.is_some(),
             stats: InterpretStats::default(),
         };
         match saved_snapshot {
@@ -106,39 +267,42 @@ impl WatchedDatabase {
 
     fn take_baseline(&mut self) {
         let Some((snapshot, look)) = self.read() else {
-            debug!(path = %self.path.display(), "no database yet");
+            debug!(path = %self.path.display(), "no database baseline yet");
             return;
         };
         info!(path = %self.path.display(), packages = snapshot.len(), "database baseline taken");
         self.snapshot = snapshot;
         self.look = Some(look);
+        self.has_baseline = true;
         self.save_checkpoint();
     }
 
     /// Reads the database; `None` when it cannot be read now.
-    fn read(&mut self) -> Option<(Snapshot, Look)> {
-        let look = match Look::of(&self.path) {
+    fn read(&mut self) -> Option<(DatabaseSnapshot, Look)> {
+        let look = match self.kind.look() {
             Ok(look) => look,
             Err(err) => {
                 debug!(path = %self.path.display(), error = %err, "cannot look at the database");
                 return None;
             }
         };
-        let bytes = match std::fs::read(&self.path) {
-            Ok(bytes) => bytes,
+        let malformed = self.stats.malformed;
+        let snapshot = match self.kind.read(&mut self.stats) {
+            Ok(Some(snapshot)) => snapshot,
+            Ok(None) => {
+                debug!(path = %self.path.display(), "database in use; reading it later");
+                return None;
+            }
             Err(err) => {
                 warn!(path = %self.path.display(), error = %err, "cannot read the database");
                 return None;
             }
         };
-        let (snapshot, stats) = Snapshot::parse(&bytes);
         self.stats.lines += 1;
-        if stats.incomplete + stats.malformed_lines > 0 {
-            self.stats.malformed += (stats.incomplete + stats.malformed_lines) as u64;
+        if self.stats.malformed > malformed {
             debug!(
                 path = %self.path.display(),
-                incomplete = stats.incomplete,
-                malformed_lines = stats.malformed_lines,
+                skipped = self.stats.malformed - malformed,
                 "skipped unreadable parts of the database"
             );
         }
@@ -157,6 +321,12 @@ impl WatchedDatabase {
         &self.path
     }
 
+    /// Returns which database this is.
+    #[must_use]
+    pub fn kind(&self) -> &DatabaseKind {
+        &self.kind
+    }
+
     /// Returns whether the snapshot came from a checkpoint.
     #[must_use]
     pub fn is_resumed(&self) -> bool {
@@ -171,11 +341,16 @@ impl WatchedDatabase {
 
     /// Reads the database when it changed and hands on what changed in it.
     pub fn pump(&mut self, out: &mut dyn Delivery) {
+        // A database locked or missing at start gets its baseline at the first reading.
+        if !self.has_baseline {
+            self.take_baseline();
+            return;
+        }
         if !self.undelivered.is_empty() && !out.is_released() {
             return;
         }
         if self.next.is_none() {
-            let Ok(look) = Look::of(&self.path) else {
+            let Ok(look) = self.kind.look() else {
                 return;
             };
             if self.look == Some(look) {
@@ -189,6 +364,12 @@ impl WatchedDatabase {
                 |t| DateTime::<Local>::from(t).naive_local(),
             );
             self.undelivered = self.snapshot.changes_to(&after, at).into();
+            debug!(
+                path = %self.path.display(),
+                changes = self.undelivered.len(),
+                packages = after.len(),
+                "database read"
+            );
             self.next = Some((after, look));
             out.before_lines();
         }
@@ -280,7 +461,8 @@ mod tests {
             &(stanza("musl", "1.2.4-r1") + &stanza("busybox", "1.36.1-r15")),
         );
 
-        let mut database = WatchedDatabase::open(tag, &path, &options);
+        let mut database =
+            WatchedDatabase::open(tag, DatabaseKind::Apk { file: path.clone() }, &options);
         assert!(!database.is_resumed());
         let mut out = Collect::default();
         database.pump(&mut out);
@@ -307,7 +489,8 @@ mod tests {
         // Changed while the sensor was down: found at the next start.
         drop(database);
         write_database(&path, &stanza("musl", "1.2.4-r2"));
-        let mut database = WatchedDatabase::open(tag, &path, &options);
+        let mut database =
+            WatchedDatabase::open(tag, DatabaseKind::Apk { file: path.clone() }, &options);
         assert!(database.is_resumed());
         database.pump(&mut out);
         assert_eq!(

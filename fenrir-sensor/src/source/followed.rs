@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use tracing::{debug, error, info, warn};
 
 use super::checkpoint::{Checkpoint, CheckpointStore};
-use super::database::WatchedDatabase;
+use super::database::{DatabaseKind, WatchedDatabase};
 use super::lock::{dpkg_lock_state, lock_holder, LockState};
 use super::tail::{Line, Position, StartAt, TailNotice, TailOptions, Tailer};
 use crate::parse::interpret::InterpretStats;
@@ -379,6 +379,18 @@ impl Source {
         }
     }
 
+    /// Returns rpm's root and database directory, for the rpm source.
+    #[must_use]
+    pub fn rpm_database(&self) -> Option<(&Path, &Path)> {
+        match self {
+            Self::Database(database) => match database.kind() {
+                DatabaseKind::Rpm { root, dbpath } => Some((root, dbpath)),
+                DatabaseKind::Apk { .. } => None,
+            },
+            Self::Log(_) => None,
+        }
+    }
+
     /// Returns whether the source resumed from a checkpoint.
     #[must_use]
     pub fn is_resumed(&self) -> bool {
@@ -421,9 +433,10 @@ impl Source {
 #[derive(Debug, Clone)]
 pub struct SourceSpec {
     pub manager: Manager,
-    pub log: PathBuf,
-    /// For apk: the database followed instead of a log that does not exist at start.
-    pub database: Option<PathBuf>,
+    /// The log; `None` for a manager followed only through its database (rpm).
+    pub log: Option<PathBuf>,
+    /// The database followed instead of a log that does not exist at start (apk), or always.
+    pub database: Option<DatabaseKind>,
     pub run_end: RunEnd,
 }
 
@@ -437,17 +450,25 @@ impl SourceSpec {
             manager: self.manager,
             index,
         };
-        if let Some(database) = self.database.as_ref().filter(|_| !self.log.exists()) {
-            if database.exists() {
+        let log_exists = self.log.as_ref().is_some_and(|log| log.exists());
+        if let Some(database) = self.database.as_ref().filter(|_| !log_exists) {
+            if database.path().exists() || self.log.is_none() {
                 return Ok(Source::Database(Box::new(WatchedDatabase::open(
-                    tag, database, options,
+                    tag,
+                    database.clone(),
+                    options,
                 ))));
             }
         }
-        let format = LogFormat::of(self.manager);
+        let log = self
+            .log
+            .as_ref()
+            .with_context(|| format!("{} has no log to follow", self.manager))?;
+        let format = LogFormat::of(self.manager)
+            .with_context(|| format!("{} writes no log to follow", self.manager))?;
         Ok(Source::Log(Box::new(FollowedLog::open(
             tag,
-            &self.log,
+            log,
             format,
             self.run_end.clone(),
             options,
@@ -519,7 +540,7 @@ mod tests {
         );
         let spec = SourceSpec {
             manager: Manager::Zypper,
-            log: log.clone(),
+            log: Some(log.clone()),
             database: None,
             run_end: RunEnd::Quiet,
         };
@@ -562,7 +583,7 @@ mod tests {
         append(&log, "");
         let spec = SourceSpec {
             manager: Manager::Pacman,
-            log: log.clone(),
+            log: Some(log.clone()),
             database: None,
             run_end: RunEnd::Quiet,
         };
@@ -595,7 +616,7 @@ mod tests {
         append(&log, "");
         let spec = SourceSpec {
             manager: Manager::Dnf,
-            log: log.clone(),
+            log: Some(log.clone()),
             database: None,
             run_end: RunEnd::RpmLock(rpm_locks_for(&log)),
         };

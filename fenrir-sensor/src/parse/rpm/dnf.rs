@@ -24,6 +24,9 @@
 //! adds nothing; `Obsolete:` installs a package that replaces another, `Obsoleted:` removes
 //! the one replaced. Every other message (scriptlet output, the start marker) changes
 //! nothing, and lines without a time stamp are the continuation of a multi-line message.
+//!
+//! TODO: dnf5 writes its own `/var/log/dnf5.log` instead, in a format not checked here
+//! against a real dnf5 (Debian has none); hosts with dnf5 alone report no dnf changes.
 
 use std::collections::BTreeMap;
 
@@ -32,7 +35,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Nevra;
 use crate::event::Category;
-use crate::parse::manager::{line_text, local_from_utc, local_time, Format, LineError, Manager};
+use crate::parse::manager::{
+    line_text, local_from_utc, local_time, Format, LineError, Manager, RunStart,
+};
 use crate::parse::PackageChange;
 
 /// The message dnf writes when a run starts.
@@ -171,6 +176,9 @@ impl Pending {
 pub struct DnfLog {
     /// Upgrades and downgrades waiting for their old package, keyed by `name.arch`.
     pending: BTreeMap<String, Pending>,
+    /// The run the last start line opened, until it is taken; dnf writes no command.
+    #[serde(skip)]
+    run_start: Option<RunStart>,
 }
 
 impl DnfLog {
@@ -300,7 +308,13 @@ impl Format for DnfLog {
                 self.feed_package(*action, package, &line, &raw)
             }
             // A new dnf run: the previous one's transaction is over.
-            DnfLineKind::Start => self.finish(),
+            DnfLineKind::Start => {
+                self.run_start = Some(RunStart {
+                    command: String::new(),
+                    timestamp: line.timestamp,
+                });
+                self.finish()
+            }
             DnfLineKind::Other => Vec::new(),
         })
     }
@@ -317,6 +331,10 @@ impl Format for DnfLog {
 
     fn has_state(&self) -> bool {
         self.has_pending()
+    }
+
+    fn take_run_start(&mut self) -> Option<RunStart> {
+        self.run_start.take()
     }
 }
 

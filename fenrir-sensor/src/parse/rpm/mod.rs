@@ -1,10 +1,11 @@
 //! The rpm family: dnf's, yum's and zypper's logs, and rpm's version order they all share.
 //!
 //! [`version`] orders versions as rpm does; [`dnf`], [`yum`] and [`zypper`] read each tool's
-//! log. This module splits the package names those logs write (`name-[epoch:]version-release
+//! log, and [`database`] what `rpm -qa` lists, for changes rpm made by hand. This module splits the package names those logs write (`name-[epoch:]version-release
 //! .arch`) into their parts, and keeps the installed versions a log has shown, for the logs
 //! that do not say whether an install replaced an older or a newer version.
 
+pub mod database;
 pub mod dnf;
 pub mod version;
 pub mod yum;
