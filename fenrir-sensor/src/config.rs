@@ -210,6 +210,7 @@ impl ManagersConfig {
 pub struct SinksConfig {
     pub json: JsonSinkConfig,
     pub journald: JournaldSinkConfig,
+    pub store: StoreSinkConfig,
 }
 
 /// JSON lines outputs.
@@ -242,6 +243,28 @@ impl Default for JournaldSinkConfig {
         Self {
             enabled: true,
             socket: PathBuf::from("/run/systemd/journal/socket"),
+        }
+    }
+}
+
+/// The event store in the state directory, which `query` and `mcp` read.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSinkConfig {
+    pub enabled: bool,
+    /// A segment file is closed and summarized at this size.
+    pub segment_bytes: u64,
+    /// Retention: the oldest segments are deleted while all exceed this size.
+    pub max_bytes: u64,
+}
+
+impl Default for StoreSinkConfig {
+    fn default() -> Self {
+        let options = crate::sink::store::StoreOptions::default();
+        Self {
+            enabled: true,
+            segment_bytes: options.segment_bytes,
+            max_bytes: options.max_bytes,
         }
     }
 }
@@ -451,6 +474,13 @@ impl Config {
             return Err("key `delivery.retry_initial_ms`: must not exceed retry_max_ms".into());
         }
         self.managers.validate()?;
+        let store = &self.sinks.store;
+        if store.segment_bytes < 64 * 1024 {
+            return Err("key `sinks.store.segment_bytes`: must be at least 65536".into());
+        }
+        if store.max_bytes < store.segment_bytes.saturating_mul(2) {
+            return Err("key `sinks.store.max_bytes`: must be at least twice segment_bytes".into());
+        }
         for output in &self.sinks.json.outputs {
             if output.is_empty() {
                 return Err("key `sinks.json.outputs`: an output is empty".into());
@@ -580,6 +610,9 @@ database = "/srv/root/lib/apk/db/installed"
 outputs = ["-", "/var/log/fenrir/events.jsonl"]
 [sinks.journald]
 enabled = false
+[sinks.store]
+segment_bytes = 1048576
+max_bytes = 10485760
 [ebpf]
 enabled = false
 [tail]
@@ -592,6 +625,7 @@ level = "debug"
         assert_eq!(config.host.as_deref(), Some("web-1"));
         assert_eq!(config.sinks.json.outputs.len(), 2);
         assert!(!config.sinks.journald.enabled);
+        assert_eq!(config.sinks.store.max_bytes, 10_485_760);
         assert_eq!(config.diagnostics.level, LogLevel::Debug);
         let managers = &config.managers;
         assert_eq!(
@@ -642,6 +676,9 @@ level = "debug"
 
         let err = parse("[tail]\npoll_interval_ms = 0\n").expect_err("zero");
         assert!(err.contains("tail.poll_interval_ms"), "{err}");
+
+        let err = parse("[sinks.store]\nmax_bytes = 1000\n").expect_err("retention too small");
+        assert!(err.contains("sinks.store.max_bytes"), "{err}");
     }
 
     #[test]

@@ -184,6 +184,10 @@ pub struct Event {
     /// For `package_scripts`: `{commands: [{pid, uid, script, command}], omitted}`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub scripts: Option<serde_json::Value>,
+    /// How the change was seen: absent when read from the log as dpkg wrote it; `offline`
+    /// when found by comparing dpkg's database with the state saved while the sensor last ran.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub observed: Option<String>,
 }
 
 impl Event {
@@ -231,6 +235,7 @@ impl Event {
             actor: None,
             rules: Vec::new(),
             scripts: None,
+            observed: None,
         }
     }
 
@@ -292,6 +297,7 @@ impl Event {
                 "commands": scripts.commands,
                 "omitted": scripts.omitted,
             })),
+            observed: None,
         }
     }
 

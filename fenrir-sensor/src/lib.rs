@@ -8,13 +8,18 @@
 //!     → sink (JSON, journald, hooks)
 //! ```
 //!
+//! Beside the running sensor, [`query`] answers questions about past changes from the event
+//! store and the logs, and [`mcp`] offers those questions to an assistant.
+//!
 //! `main.rs` only wires these stages together; every decision lives in them.
 
 pub mod attribute;
 pub mod config;
 pub mod event;
+pub mod mcp;
 pub mod parse;
 pub mod pipeline;
+pub mod query;
 pub mod replay;
 pub mod rule;
 pub mod sink;

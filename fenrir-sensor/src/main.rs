@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use fenrir_sensor::config::{Config, LogLevel, DEFAULT_CONFIG_PATH};
-use fenrir_sensor::{pipeline, replay};
+use fenrir_sensor::{mcp, pipeline, query, replay};
 use tracing::{info, warn};
 
 // Replaying a long history allocates a few small strings per line on one thread and frees
@@ -57,6 +57,15 @@ reads /var/log/apt/history.log*.")]
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Answer a question about past package changes from the event store and the logs
+    #[command(after_help = "\
+Events come from the event store in the state directory and, for any time it does not cover, \
+from dpkg.log and its rotations (plain or .gz) with apt's history.log* for who; the same log \
+line from both is shown once, as stored. Output: a table on a terminal, JSON lines otherwise.")]
+    Query(query::cli::QueryArgs),
+    /// Serve the Model Context Protocol on stdin and stdout, with tools that answer questions
+    /// about past package changes
+    Mcp(query::cli::SourceArgs),
     /// Validate the configuration and exit
     CheckConfig,
 }
@@ -82,6 +91,9 @@ struct RunArgs {
     /// Do not send events to journald
     #[arg(long)]
     no_journald: bool,
+    /// Do not keep events in the event store
+    #[arg(long)]
+    no_store: bool,
     /// journald's native socket [default: /run/systemd/journal/socket]
     #[arg(long, value_name = "PATH")]
     journald_socket: Option<PathBuf>,
@@ -117,6 +129,9 @@ impl RunArgs {
         if self.no_journald {
             config.sinks.journald.enabled = false;
         }
+        if self.no_store {
+            config.sinks.store.enabled = false;
+        }
         if let Some(socket) = self.journald_socket {
             config.sinks.journald.socket = socket;
         }
@@ -150,7 +165,14 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // A broken configuration stops everything before any work starts.
     let mut config = Config::load(cli.config.as_deref())?;
-    init_diagnostics(cli.log_level.unwrap_or(config.diagnostics.level));
+    // A question's answer is its output; lifecycle notes would only clutter the terminal.
+    let quiet = matches!(cli.command, Command::Query(_) | Command::Mcp(_));
+    let default_level = if quiet {
+        LogLevel::Warn
+    } else {
+        config.diagnostics.level
+    };
+    init_diagnostics(cli.log_level.unwrap_or(default_level));
 
     match cli.command {
         Command::CheckConfig => {
@@ -183,6 +205,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 attributed = stats.attributed,
                 "replay finished"
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Query(args) => {
+            query::cli::run_query(&args, &config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Mcp(args) => {
+            mcp::serve(&args, &config, io::stdin().lock(), &mut io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,12 +34,15 @@ use crate::sink::dispatch::{DispatchOptions, Dispatcher, SinkStats};
 use crate::sink::hook::{Hooks, OutcomeJournal};
 use crate::sink::journald::JournaldSink;
 use crate::sink::json::JsonSink;
+use crate::sink::store::{CoverageWatch, StoreOptions, StoreSink};
 use crate::sink::Sink;
 use crate::source::database::DatabaseKind;
 use crate::source::exec::{ExecTracer, LoadError, TracerConfig};
 use crate::source::followed::{
     rpm_locks_for, Delivery, FollowOptions, RunEnd, Source, SourceSpec, SourceTag,
 };
+use crate::source::lock::{dpkg_lock_state, LockState};
+use crate::source::offline::Reconciler;
 use crate::source::ssh::reader::ReaderOptions;
 use crate::source::tail::{StartAt, TailOptions};
 
@@ -62,6 +65,18 @@ fn build_sinks(config: &Config) -> Vec<Box<dyn Sink>> {
         .map(|target| Box::new(JsonSink::new(target)) as Box<dyn Sink>)
         .collect();
 
+    let store = &config.sinks.store;
+    if store.enabled {
+        let options = StoreOptions {
+            segment_bytes: store.segment_bytes,
+            max_bytes: store.max_bytes,
+        };
+        sinks.push(Box::new(StoreSink::new(
+            store_dir(&config.state_dir),
+            options,
+        )));
+    }
+
     let journald = &config.sinks.journald;
     if journald.enabled {
         if journald.socket.exists() {
@@ -76,6 +91,12 @@ fn build_sinks(config: &Config) -> Vec<Box<dyn Sink>> {
     sinks
 }
 
+/// Returns the event store's directory inside the state directory.
+#[must_use]
+pub fn store_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("events")
+}
+
 /// The pipeline's state between wake-ups.
 struct Pipeline {
     /// dpkg's log first, then every other manager's.
@@ -86,6 +107,12 @@ struct Pipeline {
     dropped: u64,
     dispatcher: Dispatcher,
     host: String,
+    /// dpkg's admin directory, whose lock tells when the offline comparison may run.
+    admin_dir: PathBuf,
+    /// What changed in dpkg's database while the sensor was down.
+    offline: Reconciler,
+    /// What the event store covers, when there is one.
+    coverage: Option<CoverageWatch>,
     events: u64,
     /// SSH logins for attribution and correlation; absent with `[ssh] source = "off"`.
     ssh: Option<SshCorrelator>,
@@ -146,6 +173,10 @@ impl Pipeline {
         }
         if self.rules.evaluate(event, self.ssh.as_ref()) == Verdict::Suppress {
             self.suppressed += 1;
+            // The store does not get it either: questions must read its line from the log.
+            if let Some(coverage) = self.coverage.as_mut() {
+                coverage.interrupt();
+            }
             debug!(package = %event.parsed_data.package, "event suppressed by a maintenance window");
             return false;
         }
@@ -223,6 +254,25 @@ impl Pipeline {
 impl Delivery for Pipeline {
     fn before_lines(&mut self) {
         self.drain_kernel();
+    }
+
+    fn observe_line(&mut self, source: SourceTag, line: &[u8]) {
+        if source.manager == Manager::Dpkg {
+            self.offline.observe(line);
+        }
+    }
+
+    fn before_checkpoint(&mut self, source: SourceTag) {
+        if source.manager != Manager::Dpkg {
+            return;
+        }
+        // The snapshot must not be older than the position.
+        if let Some(coverage) = self.coverage.as_mut() {
+            coverage.observe(&self.dispatcher.stats());
+        }
+        if !self.dispatcher.has_unaccepted() {
+            self.offline.persist();
+        }
     }
 
     fn run_started(&mut self, source: SourceTag, start: &RunStart) {
@@ -366,6 +416,10 @@ impl Pipeline {
             sources.push(spec.open(sources.len(), &options)?);
         }
 
+        // The store holds every line's event since the last break in reading dpkg's log.
+        let continuous = sources.first().is_some_and(Source::is_continuous);
+        let coverage = CoverageWatch::for_config(config, continuous);
+
         let delivery = &config.delivery;
         let dispatcher = Dispatcher::new(
             build_sinks(config),
@@ -417,6 +471,9 @@ impl Pipeline {
             dropped: 0,
             dispatcher,
             host,
+            admin_dir: config.dpkg.admin_dir.clone(),
+            offline: Reconciler::start(&config.state_dir, &config.dpkg.admin_dir, &config.dpkg.log),
+            coverage,
             events: 0,
             ssh,
             rules,
@@ -425,10 +482,61 @@ impl Pipeline {
         })
     }
 
+    /// Compares dpkg's database with the snapshot of the last run, once per start, at a
+    /// moment when no package manager holds the database and the log is read to its end.
+    fn reconcile_offline(&mut self) {
+        let dpkg_held = |pipeline: &Self| pipeline.sources.first().is_some_and(Source::is_held);
+        if !self.offline.is_due() || dpkg_held(self) {
+            return;
+        }
+        let is_free = |dir: &Path| !matches!(dpkg_lock_state(dir), Ok(LockState::Held { .. }));
+        if !is_free(&self.admin_dir) {
+            return;
+        }
+        let dpkg_read = |pipeline: &Self| {
+            let stats = pipeline
+                .sources
+                .first()
+                .map(Source::stats)
+                .unwrap_or_default();
+            (stats.lines, stats.malformed)
+        };
+        self.pump();
+        let read = dpkg_read(self);
+        let database = match crate::parse::status::read_database(&self.admin_dir) {
+            Ok((database, _)) => database,
+            Err(err) => {
+                warn!(error = %format!("{:#}", anyhow::Error::new(err)), "cannot read the dpkg database; changes made while the sensor was down are not looked for");
+                self.offline.skip();
+                return;
+            }
+        };
+        // A run that started meanwhile may have changed the database ahead of its log lines.
+        self.pump();
+        if read != dpkg_read(self) || dpkg_held(self) || !is_free(&self.admin_dir) {
+            return;
+        }
+        for mut event in self.offline.reconcile(database, &self.host) {
+            if !self.judge(&mut event) {
+                continue;
+            }
+            self.events += 1;
+            if !self.dispatcher.dispatch(event) {
+                warn!("no sink accepted an offline change; it is retried with its sink");
+            }
+        }
+        if !self.dispatcher.has_unaccepted() {
+            self.offline.persist();
+        }
+    }
+
     /// Delivers what is already written, closes the sinks and reports what the run did.
     fn stop(mut self) -> RunSummary {
         // Deliver what is already written before stopping, so a restart repeats nothing.
         self.pump();
+        if !self.dispatcher.has_unaccepted() {
+            self.offline.persist();
+        }
         if let Some(ssh) = self.ssh.as_mut() {
             ssh.close();
         }
@@ -445,6 +553,9 @@ impl Pipeline {
             events: self.events,
             sinks: self.dispatcher.close(),
         };
+        if let Some(coverage) = self.coverage.as_mut() {
+            coverage.finish(&summary.sinks);
+        }
         for sink in &summary.sinks {
             if sink.lost > 0 {
                 error!(sink = sink.name, lost = sink.lost, "events lost for a sink");
@@ -531,6 +642,7 @@ pub async fn run(
         "sensor ready"
     );
     pipeline.pump();
+    pipeline.reconcile_offline();
 
     let mut poll = tokio::time::interval(config.tail.poll_interval());
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -544,7 +656,10 @@ pub async fn run(
             () = &mut shutdown => break,
             () = wake.notified() => pipeline.pump(),
             _ = poll.tick() => {
+                // Off the path of each event: a sync per event would cost its latency.
+                pipeline.dispatcher.sync();
                 pipeline.pump();
+                pipeline.reconcile_offline();
                 pipeline.finish_runs_if_idle();
                 pipeline.check_kernel_drops();
                 if let Some(ssh) = pipeline.ssh.as_mut() {

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::thread;
 
+use chrono::NaiveDateTime;
 use flate2::read::MultiGzDecoder;
 use serde_json::{json, Value};
 use tracing::{debug, info, warn};
@@ -118,6 +119,34 @@ fn first_timestamp(path: &Path) -> Option<String> {
             chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").ok()?;
             Some(text.to_owned())
         })
+}
+
+/// Returns the time of the first line of a log (plain or gzip) that has one.
+#[must_use]
+pub fn first_line_time(path: &Path) -> Option<NaiveDateTime> {
+    first_timestamp(path)
+        .and_then(|text| NaiveDateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S").ok())
+}
+
+/// Returns the time of the last line of a plain log that has one, reading only its tail; `None`
+/// for a compressed log, which cannot be read from its end.
+fn last_timestamp(path: &Path) -> Option<NaiveDateTime> {
+    use std::io::{Seek, SeekFrom};
+
+    let mut file = File::open(path).ok()?;
+    let mut magic = [0_u8; 2];
+    if file.read(&mut magic).ok()? == 2 && magic == [0x1f, 0x8b] {
+        return None;
+    }
+    let length = file.metadata().ok()?.len();
+    let start = length.saturating_sub(64 * 1024);
+    file.seek(SeekFrom::Start(start)).ok()?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).ok()?;
+    tail.split(|&b| b == b'\n').rev().find_map(|line| {
+        let text = std::str::from_utf8(line.get(..19)?).ok()?;
+        NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").ok()
+    })
 }
 
 /// Orders files oldest first: by their first timestamp, then by rotation number (higher is
@@ -245,7 +274,12 @@ pub fn replay(
     let mut stats = ReplayStats::default();
     for (format, paths) in groups {
         let group = if format == LogFormat::Dpkg {
-            replay_dpkg(&paths, host, history, out)?
+            let mut out = BufWriter::with_capacity(256 * 1024, &mut *out);
+            let stats = for_each_event(&paths, host, history, Unfinished::Judge, |event| {
+                write_event(&event, &mut out)
+            })?;
+            out.flush().map_err(ReplayError::Write)?;
+            stats
         } else {
             replay_other(format, &paths, host, out)?
         };
@@ -306,15 +340,49 @@ fn replay_other(
     })
 }
 
-/// Replays dpkg logs.
+/// What to do at the end of the input with installs that have not reached the installed
+/// state yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unfinished {
+    /// Report them as failed: the logs are a finished history.
+    Judge,
+    /// Leave them: dpkg may still be running and write how they end.
+    Wait,
+}
+
+/// Calls `each` with the event of every change in `paths`, oldest file first, each file in
+/// line order, attributed from `history`.
 ///
 /// Parsing, which needs no state, runs on its own thread while this one follows dpkg's runs
-/// and writes events, so a long history replays at the speed of the slower half.
-fn replay_dpkg(
+/// and builds events, so a long history is read at the speed of the slower half.
+///
+/// # Errors
+/// An unreadable file stops the replay with its path; malformed lines never do. An error
+/// `each` returns stops it too.
+pub fn for_each_event(
     paths: &[PathBuf],
     host: &str,
     history: &AptHistoryIndex,
-    out: &mut dyn Write,
+    unfinished: Unfinished,
+    each: impl FnMut(Event) -> Result<(), ReplayError>,
+) -> Result<ReplayStats, ReplayError> {
+    for_each_event_of(paths, host, history, unfinished, &|_| true, each)
+}
+
+/// As [`for_each_event`], reading only the lines `keep` accepts, which it sees raw before
+/// they are parsed. A caller that wants the events of some packages only keeps the lines that
+/// name them and the `startup` lines, which judge unfinished installs: the events of those
+/// packages are then the same, at a fraction of the cost.
+///
+/// # Errors
+/// As [`for_each_event`].
+pub fn for_each_event_of(
+    paths: &[PathBuf],
+    host: &str,
+    history: &AptHistoryIndex,
+    unfinished: Unfinished,
+    keep: &(dyn Fn(&[u8]) -> bool + Sync),
+    mut each: impl FnMut(Event) -> Result<(), ReplayError>,
 ) -> Result<ReplayStats, ReplayError> {
     let ordered = chronological(paths);
     let mut actors = HistoryActors::new(history);
@@ -324,10 +392,9 @@ fn replay_dpkg(
         // The channel has room for every spare, so this never blocks or fails.
         let _ = recycle.try_send(Batch::empty());
     }
-    let mut out = BufWriter::with_capacity(256 * 1024, out);
 
     thread::scope(|scope| {
-        scope.spawn(move || read_and_parse(&ordered, &sender, &spares));
+        scope.spawn(move || read_and_parse(&ordered, keep, &sender, &spares));
 
         let mut interpreter = LogInterpreter::default();
         for batch in batches {
@@ -335,22 +402,117 @@ fn replay_dpkg(
             for line in batch.lines.drain(..) {
                 let raw = batch.text.line(line.range);
                 for change in interpreter.parsed(line.parsed, &raw, &batch.path, line.line_no) {
-                    write_event(&actors.event(&change, host), &mut out)?;
+                    each(actors.event(&change, host))?;
                 }
             }
             // The parsing thread may have stopped already; the batch is then simply dropped.
             let _ = recycle.send(batch);
         }
 
-        for change in interpreter.finish() {
-            write_event(&actors.event(&change, host), &mut out)?;
+        if unfinished == Unfinished::Judge {
+            for change in interpreter.finish() {
+                each(actors.event(&change, host))?;
+            }
         }
-        out.flush().map_err(ReplayError::Write)?;
         Ok(ReplayStats {
             interpret: interpreter.stats(),
             attributed: actors.attributed,
         })
     })
+}
+
+/// Returns `log` and its rotations beside it (`dpkg.log.1`, `dpkg.log.2.gz`, …), the ones
+/// that exist, in no particular order.
+#[must_use]
+pub fn rotations_of(log: &Path) -> Vec<PathBuf> {
+    let Some(name) = log.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Vec::new();
+    };
+    let dir = match log.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let entry_name = entry.file_name().to_string_lossy().into_owned();
+            let Some(rest) = entry_name.strip_prefix(name.as_str()) else {
+                return false;
+            };
+            let rest = rest.strip_suffix(".gz").unwrap_or(rest);
+            rest.is_empty()
+                || rest
+                    .strip_prefix('.')
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(|entry| entry.path())
+        .filter(|path| path.is_file())
+        .collect();
+    found.sort();
+    found
+}
+
+/// One file of a rotated set and the times its lines span.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSpan {
+    pub path: PathBuf,
+    /// The time of its first line, when one is readable.
+    pub first: Option<NaiveDateTime>,
+    /// The time of its last line: read from the tail of a plain file; for a compressed one,
+    /// the first line of the next newer file, which bounds it.
+    pub last: Option<NaiveDateTime>,
+}
+
+/// Returns the files of a rotated set oldest first, with the times they span.
+#[must_use]
+pub fn spans(paths: &[PathBuf]) -> Vec<LogSpan> {
+    let ordered = chronological(paths);
+    let starts: Vec<Option<NaiveDateTime>> = ordered.iter().map(|p| first_line_time(p)).collect();
+    ordered
+        .iter()
+        .enumerate()
+        .map(|(index, path)| LogSpan {
+            path: path.clone(),
+            first: starts[index],
+            last: last_timestamp(path)
+                .or_else(|| starts[index + 1..].iter().flatten().next().copied()),
+        })
+        .collect()
+}
+
+/// Returns the files of a rotated set that may hold lines between `from` and `to` (local
+/// wall-clock times, inclusive), oldest first.
+///
+/// A file's lines run from its first timestamp to its last ([`LogSpan`]); the newest runs on
+/// to now. A file whose first timestamp cannot be read is kept.
+#[must_use]
+pub fn overlapping(
+    paths: &[PathBuf],
+    from: Option<NaiveDateTime>,
+    to: Option<NaiveDateTime>,
+) -> Vec<PathBuf> {
+    let spans = spans(paths);
+    let newest = spans.len().saturating_sub(1);
+    spans
+        .into_iter()
+        .enumerate()
+        .filter(|(index, span)| {
+            let end = if *index == newest { None } else { span.last };
+            let starts_in_time = match (span.first, to) {
+                (Some(start), Some(to)) => start <= to,
+                _ => true,
+            };
+            let ends_in_time = match (end, from) {
+                (Some(end), Some(from)) => end >= from,
+                _ => true,
+            };
+            starts_in_time && ends_in_time
+        })
+        .map(|(_, span)| span.path)
+        .collect()
 }
 
 /// The history index with each entry's actor object built once.
@@ -495,6 +657,7 @@ fn write_event(event: &Event, out: &mut impl Write) -> Result<(), ReplayError> {
 /// stops when the receiver is gone.
 fn read_and_parse(
     paths: &[PathBuf],
+    keep: &(dyn Fn(&[u8]) -> bool + Sync),
     sender: &mpsc::SyncSender<Result<Batch, ReplayError>>,
     spares: &mpsc::Receiver<Batch>,
 ) {
@@ -544,6 +707,10 @@ fn read_and_parse(
                 }
             }
             line_no += 1;
+            if !keep(&text[start..]) {
+                text.truncate(start);
+                continue;
+            }
 
             // An over-long line arrives cut one byte past the limit, which parse_line refuses.
             let range = start..text.len();

@@ -169,9 +169,15 @@ impl Sandbox {
 
     /// Runs dpkg on the sandbox with `args` and returns its output, whatever its exit status.
     pub fn dpkg(&self, args: &[&str]) -> anyhow::Result<Output> {
+        self.dpkg_logging_to(&self.log(), args)
+    }
+
+    /// Runs dpkg on the sandbox writing its log to `log` instead of the sandbox's, as
+    /// `dpkg --log` lets anyone do.
+    pub fn dpkg_logging_to(&self, log: &Path, args: &[&str]) -> anyhow::Result<Output> {
         Command::new("dpkg")
             .arg(format!("--root={}", self.root().display()))
-            .arg(format!("--log={}", self.log().display()))
+            .arg(format!("--log={}", log.display()))
             .arg("--force-script-chrootless")
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")

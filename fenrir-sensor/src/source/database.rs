@@ -327,6 +327,12 @@ impl WatchedDatabase {
         &self.kind
     }
 
+    /// Returns whether changes found are still waiting for a sink to take them.
+    #[must_use]
+    pub fn is_held(&self) -> bool {
+        !self.undelivered.is_empty()
+    }
+
     /// Returns whether the snapshot came from a checkpoint.
     #[must_use]
     pub fn is_resumed(&self) -> bool {
@@ -412,6 +418,10 @@ mod tests {
 
     impl Delivery for Collect {
         fn before_lines(&mut self) {}
+
+        fn observe_line(&mut self, _source: SourceTag, _line: &[u8]) {}
+
+        fn before_checkpoint(&mut self, _source: SourceTag) {}
 
         fn run_started(&mut self, _source: SourceTag, _start: &crate::parse::manager::RunStart) {}
 

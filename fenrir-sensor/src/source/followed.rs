@@ -48,6 +48,12 @@ pub trait Delivery {
     /// Runs before a batch of lines is decided: the writer's kernel records must be in.
     fn before_lines(&mut self);
 
+    /// Sees every line of `source` before it is decided.
+    fn observe_line(&mut self, source: SourceTag, line: &[u8]);
+
+    /// Runs before `source`'s checkpoint moves to a new position.
+    fn before_checkpoint(&mut self, source: SourceTag);
+
     /// Learns that a line of `source` opened a run of its manager.
     fn run_started(&mut self, source: SourceTag, start: &RunStart);
 
@@ -139,6 +145,8 @@ pub struct FollowedLog {
     /// Whether the last read failed, so the failure is reported once.
     read_failing: bool,
     too_long: u64,
+    /// Whether reading resumed exactly where the last run stopped, in the same file.
+    is_continuous: bool,
 }
 
 impl FollowedLog {
@@ -175,6 +183,8 @@ impl FollowedLog {
             }
         }
 
+        let is_continuous =
+            checkpoint.is_some() && (notices.is_empty() || tailer.is_draining_rotated());
         let mut followed = Self {
             tag,
             tailer,
@@ -187,6 +197,7 @@ impl FollowedLog {
             free_polls: 0,
             read_failing: false,
             too_long: 0,
+            is_continuous,
         };
         followed.note(&notices);
         Ok(followed)
@@ -232,6 +243,7 @@ impl FollowedLog {
                 continue;
             };
 
+            out.observe_line(self.tag, &line.bytes);
             let changes = self
                 .reader
                 .line(&line.bytes, self.tailer.path(), line.line_no);
@@ -244,7 +256,7 @@ impl FollowedLog {
             }
             self.free_polls = 0;
         }
-        self.save_checkpoint(self.tailer.position());
+        self.save_checkpoint(out, self.tailer.position());
     }
 
     /// Retries a held delivery; returns whether reading may go on.
@@ -257,7 +269,7 @@ impl FollowedLog {
         }
         info!("a sink accepted the held event; reading resumes");
         self.held = None;
-        self.save_checkpoint(Some(position));
+        self.save_checkpoint(out, Some(position));
         true
     }
 
@@ -286,7 +298,7 @@ impl FollowedLog {
             self.held = position;
             return;
         }
-        self.save_checkpoint(position);
+        self.save_checkpoint(out, position);
     }
 
     fn note(&mut self, notices: &[TailNotice]) {
@@ -309,7 +321,7 @@ impl FollowedLog {
         }
     }
 
-    fn save_checkpoint(&mut self, position: Option<Position>) {
+    fn save_checkpoint(&mut self, out: &mut dyn Delivery, position: Option<Position>) {
         let Some(position) = position else { return };
         let mut checkpoint = Checkpoint::new(
             self.tailer.path().to_path_buf(),
@@ -321,6 +333,7 @@ impl FollowedLog {
         if self.saved.as_ref() == Some(&checkpoint) {
             return;
         }
+        out.before_checkpoint(self.tag);
         match self.store.save(&checkpoint) {
             Ok(()) => self.saved = Some(checkpoint),
             // Events are already out; a stale checkpoint only risks repeats after a crash.
@@ -388,6 +401,24 @@ impl Source {
                 DatabaseKind::Apk { .. } => None,
             },
             Self::Log(_) => None,
+        }
+    }
+
+    /// Returns whether reading resumed where the last run stopped, with nothing skipped.
+    #[must_use]
+    pub fn is_continuous(&self) -> bool {
+        match self {
+            Self::Log(log) => log.is_continuous,
+            Self::Database(database) => database.is_resumed(),
+        }
+    }
+
+    /// Returns whether delivery of the source's changes is held until a sink takes them.
+    #[must_use]
+    pub fn is_held(&self) -> bool {
+        match self {
+            Self::Log(log) => log.held.is_some(),
+            Self::Database(database) => database.is_held(),
         }
     }
 
@@ -491,6 +522,10 @@ mod tests {
 
     impl Delivery for Collect {
         fn before_lines(&mut self) {}
+
+        fn observe_line(&mut self, _source: SourceTag, _line: &[u8]) {}
+
+        fn before_checkpoint(&mut self, _source: SourceTag) {}
 
         fn run_started(&mut self, _source: SourceTag, _start: &RunStart) {}
 
