@@ -485,11 +485,22 @@ fn the_other_package_managers_are_tracked_by_inode_and_dnf_by_its_interpreter() 
     );
 
     // Real runs are recorded as package managers; the same interpreter running another
-    // script is not.
+    // script is not. Nothing may reach the host's /var/log: zypper's debug log goes to a
+    // temporary file, and dnf's Python stops at start-up, before dnf writes any log.
+    let scratch = tempfile::tempdir().expect("tempdir");
+    fs::write(
+        scratch.path().join("sitecustomize.py"),
+        "import os\nos._exit(0)\n",
+    )
+    .expect("write sitecustomize");
     for program in &present {
-        run(Command::new(program).arg("--version"));
+        run(Command::new(program)
+            .arg("--version")
+            .env("ZYPP_LOGFILE", scratch.path().join("zypper.log")));
     }
-    run(Command::new("/usr/bin/dnf").arg("--version"));
+    run(Command::new("/usr/bin/dnf")
+        .arg("--version")
+        .env("PYTHONPATH", scratch.path()));
     run(Command::new(&interpreter).args(["-c", "print('fenrir-not-dnf')"]));
     let records = collect_until(&mut tracer, Duration::from_secs(10), |records| {
         present.iter().chain(&["/usr/bin/dnf"]).all(|program| {

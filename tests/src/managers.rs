@@ -2,9 +2,9 @@
 //! the real tools (`rpmbuild`; `tar --zstd` with a `.PKGINFO`, the layout pacman reads).
 //!
 //! Everything the tools write stays inside the sandbox: dnf's `--installroot` and zypper's
-//! and pacman's `--root` hold their databases, caches, locks and logs; `HOME` points into the
-//! sandbox so rpm reads its macros there, which put the rpm database at `/var/lib/rpm`
-//! inside the root as on an rpm-based host.
+//! and pacman's `--root` hold their databases, caches, locks and logs, zypper's debug log goes
+//! where `ZYPP_LOGFILE` says; `HOME` points into the sandbox so rpm reads its macros there,
+//! which put the rpm database at `/var/lib/rpm` inside the root as on an rpm-based host.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -125,8 +125,10 @@ impl ManagerSandbox {
     }
 
     fn run(&self, mut command: Command, what: &str) -> anyhow::Result<Output> {
+        // zypper's own debug log would otherwise grow the host's /var/log/zypper.log.
         let output = command
             .env("HOME", self.dir.path().join("home"))
+            .env("ZYPP_LOGFILE", self.dir.path().join("zypper.log"))
             .env("LC_ALL", "C")
             .output()
             .with_context(|| format!("failed to start {what}"))?;
@@ -277,13 +279,18 @@ impl ManagerSandbox {
     }
 }
 
-/// Returns whether `program` can be run, printing `skipping: <reason>` when not.
+/// Returns whether `program` is installed (an executable file on `PATH`), printing
+/// `skipping: <reason>` when not. It is not run: dnf and zypper would write their own logs
+/// into the host's `/var/log`.
 #[must_use]
 pub fn require_program(program: &str, what: &str) -> bool {
-    let found = Command::new(program)
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success());
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path).any(|dir| {
+        fs::metadata(dir.join(program))
+            .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+    });
     if !found {
         println!("skipping: {what} needs {program}, which is not installed");
     }
