@@ -374,6 +374,28 @@ fn apk_database_changes_are_reported_where_apk_writes_no_log() -> anyhow::Result
         ]
     );
     assert_eq!(events[1]["raw_line"], "P:musl V:1.2.4-r2 A:x86_64");
+    assert!(
+        events.iter().all(|e| e.get("observed").is_none()),
+        "{events:#?}"
+    );
+    let extra = sensor.drain(Duration::from_secs(3));
+    assert!(extra.is_empty(), "unexpected events: {extra:#?}");
+
+    // Changed while the sensor was down: found at the next start from the checkpoint.
+    let (status, _) = sensor.stop()?;
+    assert!(status.success(), "the sensor stops cleanly");
+    write_database(
+        &database,
+        &(stanza("curl", "8.5.0-r0") + &stanza("vim", "9.1.0-r0")),
+    )?;
+    let sensor = start_sensor(&config)?;
+    let event = sensor.next_event(WAIT)?;
+    assert_eq!(event["category"], "package_remove", "{event:#}");
+    assert_eq!(event["parsed_data"]["package"], "musl");
+    assert_eq!(event["observed"], "offline", "{event:#}");
+    assert!(event["description"]
+        .as_str()
+        .is_some_and(|d| d.ends_with("while the sensor was down")));
     let extra = sensor.drain(Duration::from_secs(3));
     assert!(extra.is_empty(), "unexpected events: {extra:#?}");
     Ok(())

@@ -42,7 +42,7 @@ use crate::source::followed::{
     rpm_locks_for, Delivery, FollowOptions, RunEnd, Source, SourceSpec, SourceTag,
 };
 use crate::source::lock::{dpkg_lock_state, LockState};
-use crate::source::offline::Reconciler;
+use crate::source::offline::{Reconciler, OFFLINE};
 use crate::source::ssh::reader::ReaderOptions;
 use crate::source::tail::{StartAt, TailOptions};
 
@@ -133,10 +133,15 @@ impl Pipeline {
     }
 
     /// Sends changes to the sinks; returns whether every event was taken by some sink.
-    fn deliver(&mut self, source: SourceTag, changes: Vec<PackageChange>) -> bool {
+    /// `offline` marks changes a database showed were made while the sensor was down.
+    fn deliver(&mut self, source: SourceTag, changes: Vec<PackageChange>, offline: bool) -> bool {
         let mut all_taken = true;
         for change in changes {
             let mut event = Event::from_change(&change, &self.host, source.manager.as_str());
+            if offline {
+                event.observed = Some(OFFLINE.to_owned());
+                event.description.push_str(" while the sensor was down");
+            }
             if let Some((_, attributor)) = self.kernel.as_mut() {
                 event.actor = attributor.actor_for_change(source, change.timestamp);
                 let is_dpkg = source.manager == Manager::Dpkg;
@@ -282,7 +287,11 @@ impl Delivery for Pipeline {
     }
 
     fn deliver(&mut self, source: SourceTag, changes: Vec<PackageChange>) -> bool {
-        Pipeline::deliver(self, source, changes)
+        Pipeline::deliver(self, source, changes, false)
+    }
+
+    fn deliver_offline(&mut self, source: SourceTag, changes: Vec<PackageChange>) -> bool {
+        Pipeline::deliver(self, source, changes, true)
     }
 
     fn is_released(&mut self) -> bool {

@@ -207,6 +207,9 @@ pub struct WatchedDatabase {
     resumed: bool,
     /// Whether a snapshot to compare with exists (read, or from the checkpoint).
     has_baseline: bool,
+    /// Whether the changes being delivered were made while the sensor was down: the first
+    /// reading after a start from a checkpoint.
+    is_offline: bool,
     stats: InterpretStats,
 }
 
@@ -256,6 +259,7 @@ impl WatchedDatabase {
             look: None,
             resumed: saved_snapshot.is_some(),
             has_baseline: saved_snapshot.is_some(),
+            is_offline: false,
             stats: InterpretStats::default(),
         };
         match saved_snapshot {
@@ -377,13 +381,20 @@ impl WatchedDatabase {
                 "database read"
             );
             self.next = Some((after, look));
+            // What a resumed snapshot's first reading finds happened while the sensor was down.
+            self.is_offline = self.resumed && self.stats.lines == 1;
             out.before_lines();
         }
 
         // A change no sink took is kept by the sinks for retry; the rest wait for that.
         while let Some(change) = self.undelivered.pop_front() {
             self.stats.changes += 1;
-            if !out.deliver(self.tag, vec![change]) {
+            let taken = if self.is_offline {
+                out.deliver_offline(self.tag, vec![change])
+            } else {
+                out.deliver(self.tag, vec![change])
+            };
+            if !taken {
                 return;
             }
         }
@@ -413,6 +424,7 @@ mod tests {
     #[derive(Default)]
     struct Collect {
         changes: Vec<PackageChange>,
+        offline: usize,
         is_refusing: bool,
     }
 
@@ -429,6 +441,11 @@ mod tests {
         fn deliver(&mut self, _source: SourceTag, changes: Vec<PackageChange>) -> bool {
             self.changes.extend(changes);
             !self.is_refusing
+        }
+
+        fn deliver_offline(&mut self, source: SourceTag, changes: Vec<PackageChange>) -> bool {
+            self.offline += changes.len();
+            self.deliver(source, changes)
         }
 
         fn is_released(&mut self) -> bool {
@@ -513,5 +530,9 @@ mod tests {
             ]
         );
         assert_eq!(database.stats().changes, 2);
+        assert_eq!(
+            out.offline, 2,
+            "found at the start: made while the sensor was down"
+        );
     }
 }

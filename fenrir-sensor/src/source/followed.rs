@@ -60,6 +60,9 @@ pub trait Delivery {
     /// Sends changes to the sinks; returns whether every event was taken by some sink.
     fn deliver(&mut self, source: SourceTag, changes: Vec<PackageChange>) -> bool;
 
+    /// Sends changes a database showed were made while the sensor was down, marked so.
+    fn deliver_offline(&mut self, source: SourceTag, changes: Vec<PackageChange>) -> bool;
+
     /// Retries what the sinks have not taken; returns whether reading may go on.
     fn is_released(&mut self) -> bool;
 }
@@ -535,6 +538,10 @@ mod tests {
             self.changes
                 .extend(changes.into_iter().map(|change| (source, change)));
             is_empty || !self.is_refusing
+        }
+
+        fn deliver_offline(&mut self, source: SourceTag, changes: Vec<PackageChange>) -> bool {
+            self.deliver(source, changes)
         }
 
         fn is_released(&mut self) -> bool {
