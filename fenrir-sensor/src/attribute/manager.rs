@@ -274,8 +274,9 @@ fn rpm_writer(target: &mut Target, changed: SystemTime) -> Option<&ExecRecord> {
                 .is_some_and(|ended| ended + DATABASE_SLACK < changed)
     });
     // TODO: two rpm runs by hand between two readings of the database (a second or less
-    // apart) leave their changes unattributed, and so unreported; the install transaction id
-    // of each new header could tell them apart.
+    // apart) leave their changes unattributed, and so unreported; so does a changing run
+    // that failed and changed nothing just before another. The install transaction id of
+    // each new header could tell the runs apart.
     (!came_and_went).then_some(&writer.exec)
 }
 
