@@ -13,9 +13,11 @@
 //! start on this log, wrote the line. When the writer has already exited, the last dpkg run
 //! on this log that changed packages and ended after the line was written is the writer. When
 //! neither holds — the line predates the sensor, the kernel saw no such run — the actor stays
-//! `null`: no guess is presented as fact.
+//! `null`: no guess is presented as fact. The logs of the other managers are attributed the
+//! same way by [`manager`], from each tool's own options and lifetime.
 
 pub mod history;
+pub mod manager;
 pub mod script;
 pub mod ssh;
 mod users;
@@ -29,8 +31,11 @@ use serde_json::{json, Value};
 
 use crate::event::escape_control;
 use crate::parse::dpkg::parse_timestamp;
+use crate::parse::manager::{Manager, RunStart};
 use crate::source::exec::{ExecRecord, ExitRecord, KernelRecord};
+use crate::source::followed::SourceTag;
 use crate::source::lock::{dpkg_lock_holder, LockState};
+use manager::ManagerRuns;
 use script::{PackageScripts, ScriptLog};
 use users::UserNames;
 
@@ -112,6 +117,8 @@ pub struct Attributor {
     /// Whether the lines since the last `startup` line were written by a run on another
     /// database; `None` when that run is not known.
     segment_elsewhere: Option<bool>,
+    /// The runs that write the other managers' logs.
+    manager_runs: ManagerRuns,
 }
 
 impl Attributor {
@@ -130,6 +137,17 @@ impl Attributor {
             unpacked: HashMap::new(),
             finished: Vec::new(),
             segment_elsewhere: None,
+            manager_runs: ManagerRuns::default(),
+        }
+    }
+
+    /// Also attributes the lines of `source`, another manager's log (or apk's or rpm's
+    /// database) at `path`; `rpm_dbpath` is where rpm keeps its database in a root when run
+    /// without `--dbpath`.
+    pub fn follow(&mut self, source: SourceTag, path: &Path, rpm_dbpath: &Path) {
+        if source.manager != Manager::Dpkg {
+            self.manager_runs
+                .follow(source.index, source.manager, path, rpm_dbpath);
         }
     }
 
@@ -162,6 +180,8 @@ impl Attributor {
         if !exec.is_package_manager {
             return;
         }
+        self.manager_runs
+            .record_exec(&exec, self.wall_time(exec.ktime));
         if is_dpkg(&exec) {
             let (log, admin_dir) = dpkg_paths(&exec.argv);
             // Runs that log elsewhere are kept too: their changes never reach the followed log.
@@ -198,6 +218,7 @@ impl Attributor {
     fn record_exit(&mut self, exit: &ExitRecord) {
         tracing::trace!(pid = exit.tgid, code = exit.exit_code, "kernel exit record");
         let ended = self.wall_time(exit.ktime);
+        self.manager_runs.record_exit(exit.tgid, ended);
         let Some(run) = self
             .runs
             .iter_mut()
@@ -327,6 +348,51 @@ impl Attributor {
             .iter()
             .filter(|run| run.writes_followed_log && run.was_running_in(stamp))
             .max_by_key(|run| run.started)
+    }
+
+    /// Returns the actor of a change `source` read from a line stamped `timestamp` (the host's
+    /// local time), or `None` when the writer is not known for certain.
+    ///
+    /// For managers other than dpkg the actor has no `dpkg_command`.
+    pub fn actor_for_change(
+        &mut self,
+        source: SourceTag,
+        timestamp: NaiveDateTime,
+    ) -> Option<Value> {
+        if source.manager == Manager::Dpkg {
+            return self.actor_for_line(timestamp);
+        }
+        let written = Local
+            .from_local_datetime(&timestamp)
+            .earliest()
+            .map(SystemTime::from)?;
+        if written + STAMP_SLACK < self.sensor_started {
+            return None;
+        }
+        let exec = self.manager_runs.writer(source.index, written)?.clone();
+        // rpm run by dnf's or zypper's transaction is theirs, and their logs report it.
+        if source.manager == Manager::Rpm && exec.tracked_root != exec.tgid {
+            return None;
+        }
+        let mut actor = self.actor(&exec);
+        if let Some(object) = actor.as_object_mut() {
+            object.remove("dpkg_command");
+        }
+        Some(actor)
+    }
+
+    /// Learns that a line of `source` opened a run of its manager, so the lines that follow
+    /// are that run's.
+    pub fn run_started(&mut self, source: SourceTag, start: &RunStart) {
+        let Some(written) = Local
+            .from_local_datetime(&start.timestamp)
+            .earliest()
+            .map(SystemTime::from)
+        else {
+            return;
+        };
+        self.manager_runs
+            .open_section(source.index, &start.command, written);
     }
 
     /// Finds the dpkg run that wrote a line at `written`.
