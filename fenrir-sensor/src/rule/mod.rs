@@ -785,6 +785,7 @@ mod tests {
             timestamp: NaiveDateTime::parse_from_str(at, "%Y-%m-%d %H:%M:%S").expect("valid"),
             raw_line: String::new(),
             last_state: None,
+            logged_run: None,
         };
         let mut event = Event::from_change(&change, "h", "dpkg");
         // Rules read the resolved time; pin it to UTC whatever the test host's zone.
