@@ -59,6 +59,38 @@ fn expect_actor(event: &Value, program: &str, command: &[&str]) {
     );
 }
 
+/// Returns the names of the rules that fired on `event`.
+fn rule_names(event: &Value) -> Vec<String> {
+    event["rules"]
+        .as_array()
+        .map(|rules| {
+            rules
+                .iter()
+                .filter_map(|r| r["rule"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Returns whether a command-line argument names an rpm file.
+fn is_rpm_file(argument: &str) -> bool {
+    Path::new(argument)
+        .extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("rpm"))
+}
+
+/// Checks that the lineage rule names the local package file a run installed.
+fn expect_local_package(event: &Value, file: &str) {
+    let rule = event["rules"]
+        .as_array()
+        .and_then(|rules| rules.iter().find(|r| r["rule"] == "lineage:local-package"));
+    let reason = rule.and_then(|r| r["reason"].as_str()).unwrap_or_default();
+    assert!(
+        reason.contains(file),
+        "no local-package rule for {file}: {event:#}"
+    );
+}
+
 /// Waits for one event and checks what users rely on: category, package, both versions
 /// and the manager.
 fn expect(
@@ -119,6 +151,9 @@ fn dnf_installs_upgrades_downgrades_and_removals_are_reported() -> anyhow::Resul
                 "/usr/bin/dnf",
                 &[command, argument, "--installroot="],
             );
+            if is_rpm_file(argument) {
+                expect_local_package(&event, argument);
+            }
         }
     }
 
@@ -183,6 +218,9 @@ fn zypper_changes_are_told_apart_by_rpm_version_order() -> anyhow::Result<()> {
         if attributed {
             // zypper runs rpm as its child; the history is written by zypper itself.
             expect_actor(&event, "zypper", args);
+            if let Some(file) = args.iter().find(|a| is_rpm_file(a)) {
+                expect_local_package(&event, file);
+            }
         }
     }
 
@@ -226,8 +264,27 @@ fn pacman_changes_are_reported_as_pacman_logs_them() -> anyhow::Result<()> {
         let event = expect(&sensor, "pacman", category, name, versions)?;
         if attributed {
             expect_actor(&event, "pacman", &args);
+            if args[0] == "-U" {
+                expect_local_package(&event, args[1]);
+            }
         }
     }
+
+    // The watchlist knows no manager: attacker tooling from pacman is as loud as from dpkg.
+    let socat = sandbox.build_pacman("socat", "1.8.0.0-1")?;
+    sandbox.pacman(&["-U", &socat.display().to_string()])?;
+    let event = expect(
+        &sensor,
+        "pacman",
+        "package_install",
+        "socat",
+        (None, Some("1.8.0.0-1")),
+    )?;
+    assert_eq!(event["severity"], "HIGH", "{event:#}");
+    assert!(
+        rule_names(&event).contains(&"watchlist:attacker-tooling".to_owned()),
+        "{event:#}"
+    );
 
     let extra = sensor.drain(Duration::from_secs(3));
     assert!(extra.is_empty(), "unexpected events: {extra:#?}");
@@ -286,6 +343,9 @@ fn rpm_run_by_hand_is_reported_and_dnf_changes_are_left_to_dnf() -> anyhow::Resu
             Some(true)
         );
         expect_actor(&event, "rpm", args);
+        if let Some(file) = args.iter().find(|a| is_rpm_file(a)) {
+            expect_local_package(&event, file);
+        }
     }
 
     // dnf changes the same database in its own process and logs it: one event, dnf's.
