@@ -26,7 +26,7 @@ use notify::{RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 
-use crate::parse::dpkg::{parse_line, LineKind, PackageRef};
+use crate::parse::dpkg::PackageRef;
 use crate::parse::status::{read_records, InstalledPackage, InstalledSet, Stanza, StatusError};
 
 /// One package whose change the log does not explain.
@@ -82,20 +82,7 @@ impl DatabaseWitness {
         let Some(logged) = self.logged.as_mut() else {
             return;
         };
-        // Most lines are not status lines; the word after the timestamp tells.
-        if line.get(19..27) != Some(b" status ".as_slice()) {
-            return;
-        }
-        if let Ok(parsed) = parse_line(line) {
-            if let LineKind::Status {
-                state,
-                package,
-                version,
-            } = parsed.kind
-            {
-                logged.apply_status(&package, state, version.as_deref());
-            }
-        }
+        logged.apply_log_line(line);
     }
 
     /// Returns the database as the log describes it: the last reading, moved on by every

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::debug;
 
-use super::dpkg::{PackageRef, PackageState};
+use super::dpkg::{parse_line, LineKind, LogLine, PackageRef, PackageState};
 
 /// The longest line accepted, in bytes; longer ones are cut and the record is skipped when
 /// the cut line is one Fenrir reads.
@@ -257,6 +257,29 @@ impl InstalledSet {
             version: version.map(str::to_owned),
             state,
         });
+    }
+
+    /// Applies `line` when it is a `status` line of dpkg's log; returns whether it was one.
+    pub fn apply_log_line(&mut self, line: &[u8]) -> bool {
+        // Most lines are not status lines; the word after the timestamp tells before parsing.
+        if line.get(19..27) != Some(b" status ".as_slice()) {
+            return false;
+        }
+        match parse_line(line) {
+            Ok(LogLine {
+                kind:
+                    LineKind::Status {
+                        state,
+                        package,
+                        version,
+                    },
+                ..
+            }) => {
+                self.apply_status(&package, state, version.as_deref());
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Returns the package of that name and architecture.
@@ -636,6 +659,29 @@ Architecture: amd64
 
         set.apply_status(&vim, PackageState::NotInstalled, None);
         assert!(set.is_empty());
+    }
+
+    #[test]
+    fn only_status_lines_of_the_log_move_the_set() {
+        let mut set = InstalledSet::default();
+        let lines: [&[u8]; 5] = [
+            b"2024-03-01 10:00:00 install vim:amd64 <none> 2:9.0-1",
+            b"2024-03-01 10:00:00 status half-installed vim:amd64 2:9.0-1",
+            b"2024-03-01 10:00:01 status installed vim:amd64 2:9.0-1",
+            b"2024-03-01 10:00:02 status \xff\xfe garbage",
+            b"2024-03-01 10:00",
+        ];
+        let applied: Vec<bool> = lines.iter().map(|line| set.apply_log_line(line)).collect();
+        assert_eq!(applied, [false, true, true, false, false]);
+        let vim = PackageRef {
+            name: "vim".into(),
+            arch: Some("amd64".into()),
+        };
+        assert_eq!(
+            set.get(&vim).map(|p| (p.state, p.version.as_deref())),
+            Some((PackageState::Installed, Some("2:9.0-1")))
+        );
+        assert_eq!(set.len(), 1);
     }
 
     #[test]

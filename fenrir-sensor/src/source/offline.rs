@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 
 use super::snapshot::{Snapshot, SnapshotStore};
 use crate::event::{escape_control, Category, Event};
-use crate::parse::dpkg::{parse_line, LineKind, PackageRef, PackageState};
+use crate::parse::dpkg::{PackageRef, PackageState};
 use crate::parse::status::{InstalledPackage, InstalledSet};
 use crate::parse::version::Version;
 use crate::parse::PackageChange;
@@ -92,20 +92,8 @@ impl Reconciler {
         let Some(tracked) = self.tracked.as_mut() else {
             return;
         };
-        // Most lines are not status lines; the word after the timestamp tells.
-        if line.get(19..27) != Some(b" status ".as_slice()) {
-            return;
-        }
-        if let Ok(parsed) = parse_line(line) {
-            if let LineKind::Status {
-                state,
-                package,
-                version,
-            } = parsed.kind
-            {
-                tracked.apply_status(&package, state, version.as_deref());
-                self.dirty = true;
-            }
+        if tracked.apply_log_line(line) {
+            self.dirty = true;
         }
     }
 
