@@ -25,6 +25,7 @@ fn change(category: Category, package: &str, raw_line: &str) -> PackageChange {
             .expect("the timestamp is valid"),
         raw_line: raw_line.to_owned(),
         last_state: None,
+        logged_run: None,
     }
 }
 

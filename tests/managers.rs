@@ -59,6 +59,38 @@ fn expect_actor(event: &Value, program: &str, command: &[&str]) {
     );
 }
 
+/// Returns the names of the rules that fired on `event`.
+fn rule_names(event: &Value) -> Vec<String> {
+    event["rules"]
+        .as_array()
+        .map(|rules| {
+            rules
+                .iter()
+                .filter_map(|r| r["rule"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Returns whether a command-line argument names an rpm file.
+fn is_rpm_file(argument: &str) -> bool {
+    Path::new(argument)
+        .extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("rpm"))
+}
+
+/// Checks that the lineage rule names the local package file a run installed.
+fn expect_local_package(event: &Value, file: &str) {
+    let rule = event["rules"]
+        .as_array()
+        .and_then(|rules| rules.iter().find(|r| r["rule"] == "lineage:local-package"));
+    let reason = rule.and_then(|r| r["reason"].as_str()).unwrap_or_default();
+    assert!(
+        reason.contains(file),
+        "no local-package rule for {file}: {event:#}"
+    );
+}
+
 /// Waits for one event and checks what users rely on: category, package, both versions
 /// and the manager.
 fn expect(
@@ -119,6 +151,9 @@ fn dnf_installs_upgrades_downgrades_and_removals_are_reported() -> anyhow::Resul
                 "/usr/bin/dnf",
                 &[command, argument, "--installroot="],
             );
+            if is_rpm_file(argument) {
+                expect_local_package(&event, argument);
+            }
         }
     }
 
@@ -183,6 +218,9 @@ fn zypper_changes_are_told_apart_by_rpm_version_order() -> anyhow::Result<()> {
         if attributed {
             // zypper runs rpm as its child; the history is written by zypper itself.
             expect_actor(&event, "zypper", args);
+            if let Some(file) = args.iter().find(|a| is_rpm_file(a)) {
+                expect_local_package(&event, file);
+            }
         }
     }
 
@@ -226,8 +264,27 @@ fn pacman_changes_are_reported_as_pacman_logs_them() -> anyhow::Result<()> {
         let event = expect(&sensor, "pacman", category, name, versions)?;
         if attributed {
             expect_actor(&event, "pacman", &args);
+            if args[0] == "-U" {
+                expect_local_package(&event, args[1]);
+            }
         }
     }
+
+    // The watchlist knows no manager: attacker tooling from pacman is as loud as from dpkg.
+    let socat = sandbox.build_pacman("socat", "1.8.0.0-1")?;
+    sandbox.pacman(&["-U", &socat.display().to_string()])?;
+    let event = expect(
+        &sensor,
+        "pacman",
+        "package_install",
+        "socat",
+        (None, Some("1.8.0.0-1")),
+    )?;
+    assert_eq!(event["severity"], "HIGH", "{event:#}");
+    assert!(
+        rule_names(&event).contains(&"watchlist:attacker-tooling".to_owned()),
+        "{event:#}"
+    );
 
     let extra = sensor.drain(Duration::from_secs(3));
     assert!(extra.is_empty(), "unexpected events: {extra:#?}");
@@ -286,6 +343,9 @@ fn rpm_run_by_hand_is_reported_and_dnf_changes_are_left_to_dnf() -> anyhow::Resu
             Some(true)
         );
         expect_actor(&event, "rpm", args);
+        if let Some(file) = args.iter().find(|a| is_rpm_file(a)) {
+            expect_local_package(&event, file);
+        }
     }
 
     // dnf changes the same database in its own process and logs it: one event, dnf's.
@@ -401,6 +461,244 @@ fn apk_database_changes_are_reported_where_apk_writes_no_log() -> anyhow::Result
     Ok(())
 }
 
+/// Runs `fenrir-sensor` with `args` (in UTC) and returns the JSON events it prints.
+fn events_of(args: &[&std::ffi::OsStr]) -> anyhow::Result<Vec<Value>> {
+    let output = std::process::Command::new(binary()?)
+        .args(args)
+        .env("TZ", "UTC")
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "fenrir-sensor {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)?
+        .lines()
+        .map(|line| Ok(serde_json::from_str(line)?))
+        .collect()
+}
+
+/// Returns `(package, category, actor source, user, command)` of each event.
+fn who(events: &[Value]) -> Vec<(String, String, String, String, String)> {
+    let text = |value: &Value| value.as_str().unwrap_or("-").to_owned();
+    events
+        .iter()
+        .map(|e| {
+            let actor = &e["actor"];
+            (
+                text(&e["parsed_data"]["package"]),
+                text(&e["category"]),
+                text(&actor["source"]),
+                text(&actor["user"]),
+                text(&actor["command"]),
+            )
+        })
+        .collect()
+}
+
+/// Compresses `path` into `target` with the real gzip, removing `path`.
+fn gzip_to(path: &Path, target: &Path) -> anyhow::Result<()> {
+    let compressed = std::process::Command::new("gzip")
+        .arg("-c")
+        .arg(path)
+        .output()?;
+    anyhow::ensure!(compressed.status.success(), "gzip failed");
+    fs::write(target, compressed.stdout)?;
+    fs::remove_file(path)?;
+    Ok(())
+}
+
+#[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one story: three real managers, their logs replayed, then queried"
+)]
+fn replay_and_query_name_the_command_each_managers_log_recorded() -> anyhow::Result<()> {
+    if !require_root("the log attribution test")
+        || !require_program("pacman", "the log attribution test")
+        || !require_program("zypper", "the log attribution test")
+        || !require_program("dnf", "the log attribution test")
+    {
+        return Ok(());
+    }
+    let sandbox = ManagerSandbox::new()?;
+    let pacman_v1 = sandbox.build_pacman("fenrir-who", "1.0-1")?;
+    let pacman_v2 = sandbox.build_pacman("fenrir-who", "2.0-1")?;
+    let rpm = sandbox.build_rpm("fenrir-who", "1.0")?;
+    let (pacman_v1, pacman_v2, rpm) = (
+        pacman_v1.display().to_string(),
+        pacman_v2.display().to_string(),
+        rpm.display().to_string(),
+    );
+
+    // pacman: the first install's log is rotated away and compressed before the rest.
+    sandbox.pacman(&["-U", &pacman_v1])?;
+    let pacman_log = sandbox.pacman_log();
+    gzip_to(&pacman_log, &sandbox.root().join("var/log/pacman.log.1.gz"))?;
+    sandbox.pacman(&["-U", &pacman_v2])?;
+    sandbox.pacman(&["-R", "fenrir-who"])?;
+
+    // zypper: rotated the way SUSE's logrotate does, with a date. zypper 1.14 fails after
+    // removing a root's last package, so another one stays.
+    let anchor = sandbox
+        .build_rpm("fenrir-anchor", "1.0")?
+        .display()
+        .to_string();
+    sandbox.zypper(&["install", "--allow-unsigned-rpm", &anchor, &rpm])?;
+    let zypper_log = sandbox.zypper_log();
+    fs::rename(&zypper_log, zypper_log.with_file_name("history-20260101"))?;
+    sandbox.zypper(&["remove", "fenrir-who"])?;
+
+    // dnf: dnf.rpm.log has the changes, dnf.log beside it the commands.
+    let dnf_sandbox = ManagerSandbox::new()?;
+    dnf_sandbox.dnf(&["install", &rpm])?;
+    // Runs that start in the same second cannot be paired with their dnf.log lines.
+    std::thread::sleep(Duration::from_millis(2100));
+    dnf_sandbox.dnf(&["remove", "fenrir-who"])?;
+    let dnf_log = dnf_sandbox.dnf_log();
+
+    // Replay: every change names the command of its own run, as the log wrote it.
+    let pacman_set = [
+        sandbox.root().join("var/log/pacman.log.1.gz"),
+        pacman_log.clone(),
+    ];
+    let args: Vec<&std::ffi::OsStr> = std::iter::once("replay".as_ref())
+        .chain(pacman_set.iter().map(|p| p.as_os_str()))
+        .collect();
+    let pacman = who(&events_of(&args)?);
+    let is_pacman_run = |row: &(String, String, String, String, String),
+                         category: &str,
+                         operation: &str,
+                         operand: &str| {
+        row.0 == "fenrir-who"
+            && row.1 == category
+            && row.2 == "pacman-log"
+            && row.3 == "-"
+            && row.4.starts_with("pacman ")
+            && row.4.contains(operation)
+            && row.4.ends_with(operand)
+    };
+    assert_eq!(pacman.len(), 3, "{pacman:#?}");
+    assert!(
+        is_pacman_run(&pacman[0], "package_install", "-U", &pacman_v1),
+        "{pacman:#?}"
+    );
+    assert!(
+        is_pacman_run(&pacman[1], "package_upgrade", "-U", &pacman_v2),
+        "{pacman:#?}"
+    );
+    assert!(
+        is_pacman_run(&pacman[2], "package_remove", "-R", "fenrir-who"),
+        "{pacman:#?}"
+    );
+
+    let zypper = who(&events_of(&[
+        "replay".as_ref(),
+        zypper_log.as_os_str(),
+        zypper_log.with_file_name("history-20260101").as_os_str(),
+    ])?);
+    let history = fs::read_to_string(zypper_log.with_file_name("history-20260101"))?;
+    let user = history
+        .lines()
+        .find_map(|l| l.split('|').nth(2).filter(|_| l.contains("|command|")))
+        .and_then(|user| user.split('@').next())
+        .context("the history has a command record")?;
+    // zypper installs the two packages of one run in an order of its own.
+    let mut summary: Vec<(&str, &str)> = zypper
+        .iter()
+        .map(|r| (r.0.as_str(), r.1.as_str()))
+        .collect();
+    summary[..2].sort_unstable();
+    assert_eq!(
+        summary,
+        [
+            ("fenrir-anchor", "package_install"),
+            ("fenrir-who", "package_install"),
+            ("fenrir-who", "package_remove")
+        ]
+    );
+    for (row, operation) in zypper.iter().zip(["install", "install", "remove"]) {
+        assert_eq!(row.2, "zypp-history", "{zypper:#?}");
+        assert_eq!(row.3, user, "{zypper:#?}");
+        assert!(row.4.starts_with("zypper --non-interactive"), "{zypper:#?}");
+        assert!(row.4.contains(&format!(" {operation} ")), "{zypper:#?}");
+    }
+
+    let dnf_events = who(&events_of(&["replay".as_ref(), dnf_log.as_os_str()])?);
+    assert_eq!(dnf_events.len(), 2, "{dnf_events:#?}");
+    for (row, operation) in dnf_events.iter().zip(["install", "remove"]) {
+        assert_eq!(row.2, "dnf-log", "{dnf_events:#?}");
+        assert_eq!(row.3, "-", "dnf.log names no user");
+        assert!(row.4.starts_with("dnf -y -q"), "{dnf_events:#?}");
+        assert!(row.4.contains(&format!(" {operation} ")), "{dnf_events:#?}");
+    }
+    assert!(dnf_events[0].4.ends_with(&rpm), "{dnf_events:#?}");
+
+    // Query reads every followed manager's log and its rotations, and filters on the user
+    // a log names.
+    let config = sandbox.config_following(&[
+        ("pacman", &pacman_log),
+        ("zypper", &zypper_log),
+        ("dnf", &dnf_log),
+    ])?;
+    let state_dir = sandbox.path().join("state");
+    let query = |extra: &[&str]| -> anyhow::Result<Vec<Value>> {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "--config".as_ref(),
+            config.as_os_str(),
+            "query".as_ref(),
+            "--format".as_ref(),
+            "json".as_ref(),
+            "--state-dir".as_ref(),
+            state_dir.as_os_str(),
+        ];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        events_of(&args)
+    };
+    let all = query(&[])?;
+    let mut by_manager = std::collections::BTreeMap::new();
+    for event in &all {
+        *by_manager
+            .entry(event["manager"].as_str().unwrap_or("?").to_owned())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(
+        by_manager,
+        [
+            ("dnf".to_owned(), 2),
+            ("pacman".to_owned(), 3),
+            ("zypper".to_owned(), 3)
+        ]
+        .into_iter()
+        .collect(),
+        "{all:#?}"
+    );
+    let mut replayed: Vec<_> = pacman.into_iter().chain(zypper).chain(dnf_events).collect();
+    let mut queried = who(&all);
+    replayed.sort();
+    queried.sort();
+    assert_eq!(queried, replayed, "query names who replay names");
+    let times: Vec<&str> = all
+        .iter()
+        .filter_map(|e| e["parsed_data"]["timestamp"].as_str())
+        .collect();
+    let mut sorted = times.clone();
+    sorted.sort_unstable();
+    assert_eq!(times, sorted, "oldest first");
+
+    let by_user = query(&["--user", user])?;
+    assert_eq!(
+        by_user.len(),
+        3,
+        "only zypper's history names a user: {by_user:#?}"
+    );
+    assert!(by_user.iter().all(|e| e["manager"] == "zypper"));
+    let pacman_only = query(&["--manager", "pacman", "--type", "upgrade"])?;
+    assert_eq!(who(&pacman_only).len(), 1, "{pacman_only:#?}");
+    assert!(query(&["--no-logs"])?.is_empty());
+    Ok(())
+}
+
 /// Tells whether a line of one format records a package change.
 type Rule = fn(&str) -> bool;
 
@@ -410,6 +708,10 @@ fn count_lines(text: &str, is_change: impl Fn(&str) -> bool) -> usize {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "the expectations of every format are read side by side"
+)]
 fn replay_reads_every_format_and_names_its_manager() -> anyhow::Result<()> {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/other");
     if !corpus.exists() {
@@ -457,6 +759,13 @@ fn replay_reads_every_format_and_names_its_manager() -> anyhow::Result<()> {
             files.push(path);
         }
     }
+    // dnf.log names the command of each run dnf.rpm.log records; it has no changes itself.
+    for entry in fs::read_dir(corpus.join("dnf"))? {
+        let path = entry?.path();
+        if path.to_string_lossy().ends_with("__dnf.log") {
+            files.push(path);
+        }
+    }
     // A file that is no log at all is counted as malformed lines, not fatal.
     let garbage = tempfile::NamedTempFile::new()?;
     fs::write(garbage.path(), b"\x00\xff garbage\nmore garbage\n")?;
@@ -481,9 +790,56 @@ fn replay_reads_every_format_and_names_its_manager() -> anyhow::Result<()> {
     for event in &events {
         let manager = event["manager"].as_str().context("manager is a string")?;
         *found.entry(manager).or_insert(0) += 1;
-        assert!(event["actor"].is_null(), "{event:#}");
         assert!(event["parsed_data"]["timestamp"].is_string());
+        // Who acted is only what the manager's own log wrote, marked as read from it.
+        let actor = &event["actor"];
+        if actor.is_null() {
+            continue;
+        }
+        let sources = [
+            ("dnf", "dnf-log"),
+            ("zypper", "zypp-history"),
+            ("pacman", "pacman-log"),
+            ("apk", "apk-log"),
+        ];
+        let source = sources.iter().find(|(m, _)| *m == manager).map(|(_, s)| *s);
+        assert_eq!(actor["source"].as_str(), source, "{event:#}");
+        assert!(actor["uid"].is_null(), "no log names a uid: {event:#}");
+        assert!(actor.get("pid").is_none(), "{event:#}");
     }
+    // Every change the corpus logs with a command before it is named by that command.
+    let named = |manager: &str, command: &str| {
+        events
+            .iter()
+            .filter(|e| e["manager"] == manager && e["actor"]["command"] == command)
+            .count()
+    };
+    // Each copy of the history: update-alternatives and unzip twice.
+    assert_eq!(named("zypper", "zypper install unzip"), 6);
+    assert_eq!(
+        named("dnf", "yum -C -y --noplugins remove linux-firmware"),
+        1
+    );
+    assert_eq!(named("apk", "apk del glibc-i18n"), 1);
+    assert!(named("pacman", "pacman -S --noconfirm lolcat") > 0);
+    // The excerpts hold no command record: their two changes are no one's.
+    let zypper: Vec<&Value> = events.iter().filter(|e| e["manager"] == "zypper").collect();
+    let unnamed = zypper.iter().filter(|e| e["actor"].is_null()).count();
+    assert_eq!(unnamed, 2, "{zypper:#?}");
+    assert!(
+        zypper
+            .iter()
+            .filter(|e| !e["actor"].is_null())
+            .all(|e| e["actor"]["user"] == "root"),
+        "zypper's history names root for every run"
+    );
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["manager"] == "yum")
+            .all(|e| e["actor"].is_null()),
+        "yum.log names no one"
+    );
     assert_eq!(found, expected);
     assert!(events.len() > 500, "only {} events", events.len());
     let stderr = String::from_utf8_lossy(&output.stderr);

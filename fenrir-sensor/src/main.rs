@@ -38,7 +38,10 @@ enum Command {
     /// Print the events of whole log files (plain or .gz, a rotated set in any order)
     #[command(after_help = "\
 Each FILE may be a log of dpkg, dnf (dnf.rpm.log), yum, zypper (zypp/history), pacman or apk; \
-its format is told from its first lines. dpkg events are attributed from apt's history log: an event whose dpkg line falls inside one apt \
+its format is told from its first lines. The other managers' events carry what their own log \
+wrote about the run (pacman's and apk's command, zypper's command and user, dnf's command from \
+the dnf.log beside dnf.rpm.log). dpkg events are attributed from apt's history log: an event \
+whose dpkg line falls inside one apt \
 run (Start-Date to End-Date) that lists its package gets that run's command and requesting \
 user as its actor; otherwise the actor stays null. Without --apt-history, every \
 apt/history.log* in the directory of each FILE is used, so replaying /var/log/dpkg.log* \
@@ -67,8 +70,9 @@ chain check.")]
     /// Answer a question about past package changes from the event store and the logs
     #[command(after_help = "\
 Events come from the event store in the state directory and, for any time it does not cover, \
-from dpkg.log and its rotations (plain or .gz) with apt's history.log* for who; the same log \
-line from both is shown once, as stored. Output: a table on a terminal, JSON lines otherwise.")]
+from dpkg.log and its rotations (plain or .gz) with apt's history.log* for who, and from the \
+other managers' followed logs and their rotations; the same log line from both is shown once, \
+as stored. Output: a table on a terminal, JSON lines otherwise.")]
     Query(query::cli::QueryArgs),
     /// Serve the Model Context Protocol on stdin and stdout, with tools that answer questions
     /// about past package changes

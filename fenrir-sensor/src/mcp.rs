@@ -504,12 +504,15 @@ fn changed_by(event: &Value) -> Value {
     let mut summary = summarize(event);
     let actor = &event["actor"];
     let mut chain: Vec<Value> = Vec::new();
-    if actor["source"] == "apt-history" {
+    if let Some(log) = actor["source"]
+        .as_str()
+        .and_then(crate::query::output::recorded_by)
+    {
         chain.push(json!({
             "user": actor["user"],
             "uid": actor["uid"],
             "command": actor["command"],
-            "recorded_by": "apt history",
+            "recorded_by": log,
         }));
     } else if actor.is_object() {
         if let Some(ancestry) = actor["ancestry"].as_array() {

@@ -8,9 +8,12 @@
 //! configured at the start of the next is judged once; the history entries, indexed by start
 //! time.
 //!
-//! Past changes have no kernel record, so their actor comes from apt's own history: an event
-//! whose dpkg line falls inside one apt run's window and whose package that run lists gets
-//! the run's command and requesting user. Anything else keeps a `null` actor.
+//! Past changes have no kernel record, so their actor comes from what the logs themselves
+//! wrote about each run. dpkg's from apt's own history: an event whose dpkg line falls inside
+//! one apt run's window and whose package that run lists gets the run's command and
+//! requesting user. The other managers' from their own logs: pacman's `Running` line for the
+//! transaction, zypper's `command` record (command and user), dnf.log's `Command:` line for
+//! the run, apk's `Running` line. Anything else keeps a `null` actor.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,11 +30,14 @@ use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 
 use crate::event::{escape_control, local_rfc3339, Event};
+use crate::parse::apk::log::{self as apk_log, ApkLine};
 use crate::parse::apt_history::{self, AptHistoryEntry, AptHistoryError, AptHistoryIndex};
 use crate::parse::dpkg::{parse_line, LogLine, ParseError};
 use crate::parse::interpret::{InterpretStats, LogInterpreter};
-use crate::parse::manager::LogFormat;
-use crate::parse::PackageChange;
+use crate::parse::manager::{LogFormat, Manager};
+use crate::parse::pacman::log as pacman_log;
+use crate::parse::rpm::dnf::{self, DnfCommands};
+use crate::parse::{LoggedRun, PackageChange};
 
 /// Longest line kept; longer ones are counted as malformed.
 const MAX_LINE_BYTES: usize = crate::parse::dpkg::MAX_LINE_LEN;
@@ -93,39 +99,55 @@ pub(crate) fn open_log(path: &Path) -> io::Result<Box<dyn BufRead>> {
     }
 }
 
-/// Returns the rotation number logrotate gave a file: `dpkg.log.3.gz` → 3, `dpkg.log` → 0.
-fn rotation_number(path: &Path) -> u32 {
+/// Returns how old a file's name says it is within its rotated set, larger being older:
+/// `dpkg.log` 0, `dpkg.log.3.gz` 3; a dated `history-20240101` is older than a later date
+/// and than the live file.
+fn rotation_age(path: &Path) -> u64 {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let name = name.strip_suffix(".gz").unwrap_or(&name);
-    name.rsplit('.')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    if let Some(number) = name.rsplit('.').next().and_then(|n| n.parse::<u64>().ok()) {
+        return number;
+    }
+    match name.rsplit('-').next().and_then(|d| d.parse::<u64>().ok()) {
+        Some(date) if date >= 10_000_000 => (1 << 40) - date.min(1 << 39),
+        _ => 0,
+    }
 }
 
-/// Returns the timestamp text of the first line that has one, to order files by content.
-fn first_timestamp(path: &Path) -> Option<String> {
-    let reader = open_log(path).ok()?;
-    reader
-        .split(b'\n')
-        .take(1000)
-        .map_while(Result::ok)
-        .find_map(|line| {
-            let head = line.get(..19)?;
-            let text = std::str::from_utf8(head).ok()?;
-            chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").ok()?;
-            Some(text.to_owned())
-        })
+/// Returns the time a line of any known log format starts with, in the host's local time:
+/// dpkg's and zypper's `2024-01-01 10:00:00`, pacman's bracketed stamp, dnf's ISO stamp,
+/// apk's `Running … at` line. yum's lines carry no year, and give none.
+fn line_time(line: &[u8]) -> Option<NaiveDateTime> {
+    let plain = line
+        .get(..19)
+        .and_then(|head| std::str::from_utf8(head).ok())
+        .and_then(|text| NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").ok());
+    if plain.is_some() {
+        return plain;
+    }
+    match line.first()? {
+        b'[' => pacman_log::parse_line(line).ok().map(|l| l.timestamp),
+        b'R' => match apk_log::parse_line(line) {
+            Ok(ApkLine::Run { timestamp, .. }) => Some(timestamp),
+            _ => None,
+        },
+        b'0'..=b'9' => dnf::parse_line(line).ok().map(|l| l.timestamp),
+        _ => None,
+    }
 }
 
 /// Returns the time of the first line of a log (plain or gzip) that has one.
 #[must_use]
 pub fn first_line_time(path: &Path) -> Option<NaiveDateTime> {
-    first_timestamp(path)
-        .and_then(|text| NaiveDateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S").ok())
+    let reader = open_log(path).ok()?;
+    reader
+        .split(b'\n')
+        .take(1000)
+        .map_while(Result::ok)
+        .find_map(|line| line_time(&line))
 }
 
 /// Returns the time of the last line of a plain log that has one, reading only its tail; `None`
@@ -143,20 +165,17 @@ fn last_timestamp(path: &Path) -> Option<NaiveDateTime> {
     file.seek(SeekFrom::Start(start)).ok()?;
     let mut tail = Vec::new();
     file.read_to_end(&mut tail).ok()?;
-    tail.split(|&b| b == b'\n').rev().find_map(|line| {
-        let text = std::str::from_utf8(line.get(..19)?).ok()?;
-        NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").ok()
-    })
+    tail.split(|&b| b == b'\n').rev().find_map(line_time)
 }
 
-/// Orders files oldest first: by their first timestamp, then by rotation number (higher is
-/// older), then as given.
+/// Orders files oldest first: by their first timestamp, then by the age their names give
+/// (a higher rotation number or an earlier date is older), then as given.
 #[must_use]
 pub fn chronological(paths: &[PathBuf]) -> Vec<PathBuf> {
-    let mut keyed: Vec<(Option<String>, u32, usize, &PathBuf)> = paths
+    let mut keyed: Vec<(Option<NaiveDateTime>, u64, usize, &PathBuf)> = paths
         .iter()
         .enumerate()
-        .map(|(index, path)| (first_timestamp(path), rotation_number(path), index, path))
+        .map(|(index, path)| (first_line_time(path), rotation_age(path), index, path))
         .collect();
     keyed.sort_by(|a, b| match (&a.0, &b.0) {
         (Some(x), Some(y)) if x != y => x.cmp(y),
@@ -291,19 +310,60 @@ pub fn replay(
     Ok(stats)
 }
 
-/// Replays logs of a format other than dpkg's, oldest first. Their past has no kernel record
-/// and no apt history, so every actor is `null`.
+/// Replays logs of a format other than dpkg's, oldest first.
 fn replay_other(
     format: LogFormat,
     paths: &[PathBuf],
     host: &str,
     out: &mut dyn Write,
 ) -> Result<ReplayStats, ReplayError> {
+    let mut out = BufWriter::with_capacity(256 * 1024, out);
+    let stats = for_each_other_event(format, paths, host, |event| write_event(&event, &mut out))?;
+    out.flush().map_err(ReplayError::Write)?;
+    Ok(stats)
+}
+
+/// Calls `each` with the event of every change in `paths`, logs of `format` (not dpkg's),
+/// oldest file first, each file in line order.
+///
+/// Their past has no kernel record, so an event's actor is what the manager's own log wrote
+/// about the run that made it (see [`logged_actor`]), and `null` where it wrote nothing. dnf's
+/// commands are in dnf.log: every `dnf.log*` beside the given files (and any given) is read
+/// for them, not for changes.
+///
+/// # Errors
+/// An unreadable file stops the replay with its path; malformed lines never do. An error
+/// `each` returns stops it too.
+pub fn for_each_other_event(
+    format: LogFormat,
+    paths: &[PathBuf],
+    host: &str,
+    mut each: impl FnMut(Event) -> Result<(), ReplayError>,
+) -> Result<ReplayStats, ReplayError> {
+    let (commands, paths) = if format == LogFormat::DnfRpm {
+        let (command_logs, change_logs): (Vec<PathBuf>, Vec<PathBuf>) =
+            paths.iter().cloned().partition(|path| is_dnf_log(path));
+        (
+            Some(dnf_commands(&change_logs, &command_logs)?),
+            change_logs,
+        )
+    } else {
+        (None, paths.to_vec())
+    };
     let mut reader = format.reader(None);
     let manager = format.manager();
-    let mut out = BufWriter::with_capacity(256 * 1024, out);
+    let mut attributed = 0_u64;
+    let mut event_of = |change: &PackageChange| {
+        let mut event = Event::from_change(change, host, manager.as_str());
+        event.actor = change
+            .logged_run
+            .as_ref()
+            .and_then(|run| logged_actor(manager, run, commands.as_ref()));
+        attributed += u64::from(event.actor.is_some());
+        event
+    };
     let mut line = Vec::new();
-    for path in chronological(paths) {
+    for path in chronological(&paths) {
         let read_error = |source| ReplayError::Read {
             path: path.clone(),
             source,
@@ -320,24 +380,117 @@ fn replay_other(
             }
             line_no += 1;
             for change in reader.line(&line, &path, line_no) {
-                write_event(
-                    &Event::from_change(&change, host, manager.as_str()),
-                    &mut out,
-                )?;
+                each(event_of(&change))?;
             }
         }
     }
     for change in reader.finish() {
-        write_event(
-            &Event::from_change(&change, host, manager.as_str()),
-            &mut out,
-        )?;
+        each(event_of(&change))?;
     }
-    out.flush().map_err(ReplayError::Write)?;
     Ok(ReplayStats {
         interpret: reader.stats(),
-        attributed: 0,
+        attributed,
     })
+}
+
+/// Returns whether a file is dnf's own log (`dnf.log`, `dnf.log.1`, `host-dnf.log`), which
+/// names each run's command, rather than its log of rpm transactions (`dnf.rpm.log`).
+fn is_dnf_log(path: &Path) -> bool {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return false;
+    };
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    let name = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.ends_with("dnf.log")
+}
+
+/// Reads the commands of dnf's runs from `command_logs` and from every `dnf.log*` beside
+/// `change_logs`. A file found beside that cannot be read is skipped with a warning.
+fn dnf_commands(
+    change_logs: &[PathBuf],
+    command_logs: &[PathBuf],
+) -> Result<DnfCommands, ReplayError> {
+    let beside: BTreeSet<PathBuf> = change_logs
+        .iter()
+        .flat_map(|log| {
+            let dir = match log.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            rotations_of(&dir.join("dnf.log"))
+        })
+        .filter(|path| !command_logs.contains(path))
+        .collect();
+    let mut commands = DnfCommands::default();
+    let mut line = Vec::new();
+    let files = command_logs
+        .iter()
+        .map(|p| (p, true))
+        .chain(beside.iter().map(|p| (p, false)));
+    for (path, named) in files {
+        let read_error = |source| ReplayError::Read {
+            path: path.clone(),
+            source,
+        };
+        let result = open_log(path).and_then(|mut input| loop {
+            line.clear();
+            if read_bounded_line(input.as_mut(), &mut line, MAX_LINE_BYTES)? == 0 {
+                return Ok(());
+            }
+            commands.line(&line);
+        });
+        match result {
+            Ok(()) => {}
+            Err(err) if named => return Err(read_error(err)),
+            Err(err) => {
+                warn!(path = %path.display(), error = %err, "skipping unreadable dnf log");
+            }
+        }
+    }
+    debug!(runs = commands.len(), "dnf commands read");
+    Ok(commands)
+}
+
+/// Builds the actor of a change from what its manager's log wrote about the run that made
+/// it: `{"source": "<manager>-log", "command", "user", "uid", "run_start"}`, shaped like
+/// apt's history actor. `user` is what the log names (zypper's history), `uid` is never
+/// known; a run the log gave neither a command nor a user has no actor.
+#[must_use]
+pub fn logged_actor(
+    manager: Manager,
+    run: &LoggedRun,
+    commands: Option<&DnfCommands>,
+) -> Option<Value> {
+    let command = run
+        .command
+        .as_deref()
+        .or_else(|| commands.and_then(|c| c.command_of(run.started)));
+    if command.is_none() && run.user.is_none() {
+        return None;
+    }
+    let escape = |text: &str| escape_control(text).into_owned();
+    Some(json!({
+        "source": logged_source(manager),
+        "command": command.map(escape),
+        "user": run.user.as_deref().map(escape),
+        "uid": null,
+        "run_start": local_rfc3339(run.started),
+    }))
+}
+
+/// Returns the `source` an actor read from `manager`'s log carries.
+#[must_use]
+pub fn logged_source(manager: Manager) -> &'static str {
+    match manager {
+        Manager::Dpkg => "dpkg-log",
+        Manager::Dnf => "dnf-log",
+        Manager::Yum => "yum-log",
+        Manager::Zypper => "zypp-history",
+        Manager::Pacman => "pacman-log",
+        Manager::Apk => "apk-log",
+        Manager::Rpm => "rpm-database",
+    }
 }
 
 /// What to do at the end of the input with installs that have not reached the installed
@@ -421,8 +574,13 @@ pub fn for_each_event_of(
     })
 }
 
-/// Returns `log` and its rotations beside it (`dpkg.log.1`, `dpkg.log.2.gz`, …), the ones
-/// that exist, in no particular order.
+/// Returns `log` and its rotations beside it, the ones that exist, in no particular order:
+/// numbered as logrotate and dnf number them (`dpkg.log.1`, `dpkg.log.2.gz`) or dated as
+/// logrotate's `dateext` (the default of Fedora, RHEL and SUSE) dates them
+/// (`history-20240101`, `yum.log-2024010112.gz`).
+///
+/// TODO: SUSE compresses rotated zypper histories with xz, which is not read: such files
+/// are not found, and the time they cover is answered from the event store alone.
 #[must_use]
 pub fn rotations_of(log: &Path) -> Vec<PathBuf> {
     let Some(name) = log.file_name().map(|n| n.to_string_lossy().into_owned()) else {
@@ -443,10 +601,12 @@ pub fn rotations_of(log: &Path) -> Vec<PathBuf> {
                 return false;
             };
             let rest = rest.strip_suffix(".gz").unwrap_or(rest);
+            let digits = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
             rest.is_empty()
+                || rest.strip_prefix('.').is_some_and(digits)
                 || rest
-                    .strip_prefix('.')
-                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                    .strip_prefix('-')
+                    .is_some_and(|date| digits(date) && matches!(date.len(), 8 | 10))
         })
         .map(|entry| entry.path())
         .filter(|path| path.is_file())
@@ -775,10 +935,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rotation_numbers_order_older_first() {
-        assert_eq!(rotation_number(Path::new("/var/log/dpkg.log")), 0);
-        assert_eq!(rotation_number(Path::new("/var/log/dpkg.log.1")), 1);
-        assert_eq!(rotation_number(Path::new("/var/log/dpkg.log.12.gz")), 12);
+    fn rotation_names_order_older_first() {
+        let age = |name: &str| rotation_age(Path::new(name));
+        assert_eq!(age("/var/log/dpkg.log"), 0);
+        assert_eq!(age("/var/log/dpkg.log.1"), 1);
+        assert_eq!(age("/var/log/dpkg.log.12.gz"), 12);
+        assert!(age("/var/log/zypp/history-20240101") > age("/var/log/zypp/history-20240201"));
+        assert!(age("/var/log/zypp/history-20240201.gz") > age("/var/log/zypp/history"));
+        assert_eq!(age("/var/log/dnf.rpm.log"), 0);
+    }
+
+    #[test]
+    fn dnfs_own_log_is_told_from_its_rpm_log() {
+        for name in [
+            "/var/log/dnf.log",
+            "dnf.log.3",
+            "dnf.log.2.gz",
+            "host__dnf.log",
+        ] {
+            assert!(is_dnf_log(Path::new(name)), "{name}");
+        }
+        for name in [
+            "/var/log/dnf.rpm.log",
+            "dnf.rpm.log.1",
+            "hawkey.log",
+            "dnf.log-x",
+            "",
+        ] {
+            assert!(!is_dnf_log(Path::new(name)), "{name}");
+        }
+    }
+
+    #[test]
+    fn every_formats_line_times_are_read() {
+        let time = |line: &str| line_time(line.as_bytes()).map(|t| t.to_string());
+        assert_eq!(
+            time("2026-03-01 10:00:00 remove a:amd64 1.0 <none>").as_deref(),
+            Some("2026-03-01 10:00:00")
+        );
+        assert_eq!(
+            time("2022-12-16 12:56:23|command|root@h|'zypper' 'in' 'a'|").as_deref(),
+            Some("2022-12-16 12:56:23")
+        );
+        assert_eq!(
+            time("[2014-08-03 15:21] [PACMAN] installed a (1-1)").as_deref(),
+            Some("2014-08-03 15:21:00")
+        );
+        assert!(time("[2024-11-26T05:07:01-0600] [ALPM] transaction started").is_some());
+        assert!(time("2021-03-02T08:05:29Z INFO --- logging initialized ---").is_some());
+        assert!(time("Running `apk del a` at 2026-05-05 08:15:44").is_some());
+        assert_eq!(time("(1/3) Installing glibc (2.43-r1)"), None);
+        assert_eq!(time(""), None);
+        assert_eq!(time("\u{1b}[2J"), None);
     }
 
     #[test]

@@ -226,6 +226,12 @@ impl ManagerSandbox {
         self.write_config(&[(manager, log)], false)
     }
 
+    /// Writes a configuration that follows each `(manager, log)` and nothing else, for the
+    /// sensor or for `query`; returns its path.
+    pub fn config_following(&self, follow: &[(&str, &Path)]) -> anyhow::Result<PathBuf> {
+        self.write_config(follow, false)
+    }
+
     /// Like [`ManagerSandbox::sensor_config`], reading the existing log from its start.
     pub fn sensor_config_from_start(&self, manager: &str, log: &Path) -> anyhow::Result<PathBuf> {
         self.write_config(&[(manager, log)], true)

@@ -527,6 +527,7 @@ mod tests {
             timestamp: Utc::now().naive_local(),
             raw_line: String::new(),
             last_state: None,
+            logged_run: None,
         };
         let mut event = Event::from_change(&change, "h", "dpkg");
         let ancestry: Vec<Value> = pids

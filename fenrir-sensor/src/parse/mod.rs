@@ -10,6 +10,7 @@
 
 pub mod apk;
 pub mod apt_history;
+pub mod command;
 pub mod dpkg;
 pub mod interpret;
 pub mod manager;
@@ -41,4 +42,22 @@ pub struct PackageChange {
     pub raw_line: String,
     /// For a failed install: the last state dpkg recorded for the package.
     pub last_state: Option<String>,
+    /// What the manager's own log recorded about the run that made the change; `None` for
+    /// dpkg, whose runs apt's history describes, and wherever the log says nothing.
+    pub logged_run: Option<LoggedRun>,
+}
+
+/// What a package manager's log recorded about one of its runs: never more than it wrote.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LoggedRun {
+    /// The host's local time of the line that opened the run.
+    #[serde(with = "manager::timestamp_text")]
+    pub started: NaiveDateTime,
+    /// The command line as the log wrote it; `None` where the log names none (dnf.rpm.log,
+    /// whose command is in dnf.log beside it).
+    #[serde(default)]
+    pub command: Option<String>,
+    /// The user the log names (zypper's `root` of `root@host`); `None` where it names none.
+    #[serde(default)]
+    pub user: Option<String>,
 }

@@ -163,6 +163,7 @@ impl Transactions {
             timestamp: seen.timestamp,
             raw_line: seen.raw.to_owned(),
             last_state: None,
+            logged_run: None,
         })
     }
 
@@ -275,6 +276,7 @@ impl Pending {
                     .as_str()
                     .to_owned(),
             ),
+            logged_run: None,
         }
     }
 }

@@ -12,8 +12,11 @@ use tracing::warn;
 
 use super::output::{self, Format};
 use super::time::parse_time;
-use super::{parse_categories, parse_severity, Filter, PackagePattern, QueryError, Sources};
+use super::{
+    parse_categories, parse_severity, Filter, ManagerLogs, PackagePattern, QueryError, Sources,
+};
 use crate::config::Config;
+use crate::parse::manager::{LogFormat, Manager};
 use crate::replay::{self, HistorySource, Unfinished};
 use crate::source::lock::{dpkg_lock_state, LockState};
 
@@ -37,7 +40,7 @@ pub struct SourceArgs {
     /// Do not read the event store
     #[arg(long)]
     pub no_store: bool,
-    /// Do not read dpkg's logs
+    /// Do not read the package managers' logs (dpkg's and the other managers' followed ones)
     #[arg(long)]
     pub no_logs: bool,
     /// Do not attribute events read from the logs with apt's history
@@ -76,6 +79,14 @@ impl SourceArgs {
             _ => Unfinished::Judge,
         };
         let store = (!self.no_store).then(|| crate::pipeline::store_dir(&state_dir));
+        let manager_logs = if self.no_logs {
+            Vec::new()
+        } else {
+            manager_logs(
+                config,
+                store.as_deref().map(|dir| (dir, state_dir.as_path())),
+            )
+        };
         Ok(Sources {
             covered: store
                 .as_deref()
@@ -91,6 +102,7 @@ impl SourceArgs {
             } else {
                 HistorySource::BesideLogs
             },
+            manager_logs,
             host,
             unfinished,
         })
@@ -112,6 +124,27 @@ impl SourceArgs {
             None => Ok(Local::now().fixed_offset()),
         }
     }
+}
+
+/// Returns the logs of the managers the configuration follows, each with its rotations
+/// beside it and, given the store and state directories, the time the store covers it.
+fn manager_logs(
+    config: &Config,
+    store: Option<(&std::path::Path, &std::path::Path)>,
+) -> Vec<ManagerLogs> {
+    Manager::OTHERS
+        .iter()
+        .filter_map(|&manager| {
+            let log = config.managers.log_of(manager)?;
+            let format = LogFormat::of(manager)?;
+            let files = replay::rotations_of(&log);
+            (!files.is_empty()).then(|| ManagerLogs {
+                format,
+                files,
+                covered: store.and_then(|(store, state_dir)| covered(store, state_dir, &log)),
+            })
+        })
+        .collect()
 }
 
 /// Returns the time range in which the store holds the event of every line of `log`: from the

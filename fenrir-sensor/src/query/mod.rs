@@ -1,16 +1,18 @@
 //! Answers questions about past package changes from everything the host knows.
 //!
-//! In: a [`Filter`] and the [`Sources`] to read — the event store and dpkg's logs with apt's
-//! history beside them. Out: the matching events, time-sorted, each once, with counters of
-//! what was read. No state between questions.
+//! In: a [`Filter`] and the [`Sources`] to read — the event store, dpkg's logs with apt's
+//! history beside them, and the other managers' logs. Out: the matching events, time-sorted,
+//! each once, with counters of what was read. No state between questions.
 //!
 //! The store holds what the sensor emitted, with the kernel's actors, rules and changes found
-//! offline; dpkg's logs reach back before the sensor ran and fill any time the store does not
-//! cover. Both are read for the question's time range — store segments and log files that
-//! cannot hold an answer are skipped unread — and merged: an event the store holds and the
-//! same log line read again are one event, the stored one. The match is exact: the same raw
-//! line (which carries the time), category and package. A log line dpkg wrote twice counts
-//! twice, and the log decides how many times a line happened wherever it still has the line.
+//! offline; the managers' logs reach back before the sensor ran and fill any time the store
+//! does not cover. Both are read for the question's time range — store segments and log
+//! files that cannot hold an answer are skipped unread — and merged: an event the store holds
+//! and the same log line read again are one event, the stored one. The match is exact: the
+//! same raw line (which carries dpkg's time), category and package; for the other managers,
+//! whose lines each make one change, the same raw line, package and time. A log line written
+//! twice counts twice, and the log decides how many times a line happened wherever it still
+//! has the line.
 //!
 //! Log files that lie wholly inside the time in which the store holds every line's event
 //! (from the coverage the sensor records to its last checkpoint) are not read at all.
@@ -33,6 +35,7 @@ use serde_json::Value;
 use tracing::{debug, warn};
 
 use crate::event::{Category, Event, Severity};
+use crate::parse::manager::{LogFormat, Manager};
 use crate::replay::{self, HistorySource, ReplayError, Unfinished};
 use crate::sink::store::reader::{self, ScanStats};
 use crate::sink::store::SegmentSummary;
@@ -199,6 +202,18 @@ pub struct Sources {
     /// The time range in which the store holds the event of every line of the log, when
     /// known: log files wholly inside it are not read.
     pub covered: Option<(DateTime<FixedOffset>, DateTime<FixedOffset>)>,
+    /// The other managers' logs, read like dpkg's.
+    pub manager_logs: Vec<ManagerLogs>,
+}
+
+/// One other manager's log and its rotations.
+#[derive(Debug, Clone)]
+pub struct ManagerLogs {
+    pub format: LogFormat,
+    /// The log and its rotations beside it; dnf's `dnf.log*` beside them are found when read.
+    pub files: Vec<PathBuf>,
+    /// As [`Sources::covered`], for this log.
+    pub covered: Option<(DateTime<FixedOffset>, DateTime<FixedOffset>)>,
 }
 
 /// Where a found event came from.
@@ -295,8 +310,38 @@ struct ViewActor<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     raw_line: String,
+    /// dpkg's only: the other managers' lines each make one change, whose category may
+    /// depend on how much of the log the reader had seen (zypper's upgrades).
     category: String,
     package: String,
+    /// The other managers' only, in seconds: apk's lines carry no time of their own.
+    time: Option<i64>,
+}
+
+impl Key {
+    /// Returns the key of an event with a raw line, `None` for one without.
+    fn of(
+        raw_line: &str,
+        category: &str,
+        package: &str,
+        manager: &str,
+        time: Option<&DateTime<FixedOffset>>,
+    ) -> Option<Self> {
+        if raw_line.is_empty() {
+            return None;
+        }
+        let is_dpkg = manager == Manager::Dpkg.as_str();
+        Some(Self {
+            raw_line: raw_line.to_owned(),
+            category: if is_dpkg {
+                category.to_owned()
+            } else {
+                String::new()
+            },
+            package: package.to_owned(),
+            time: (!is_dpkg).then(|| time.map(DateTime::timestamp)).flatten(),
+        })
+    }
 }
 
 /// How often the store holds one key, and how often the logs had it so far.
@@ -584,11 +629,13 @@ fn read_store(matcher: &Matcher<'_>, dir: &std::path::Path) -> Result<Stored, Qu
                 return;
             }
             let keep = matcher.store_facts(&view.severity, view.actor.as_ref());
-            let key = (!view.raw_line.is_empty()).then(|| Key {
-                raw_line: view.raw_line.clone().into_owned(),
-                category: view.category.clone().into_owned(),
-                package: data.package.clone().into_owned(),
-            });
+            let key = Key::of(
+                &view.raw_line,
+                &view.category,
+                &data.package,
+                &view.manager,
+                time.as_ref(),
+            );
             if let Some(key) = &key {
                 stored.seen.entry(key.clone()).or_default().stored += 1;
             }
@@ -631,21 +678,58 @@ struct Logged {
     files: u64,
 }
 
-/// Reads the log files that may hold an answer.
+/// Reads the log files that may hold an answer: dpkg's, then each other manager's.
 fn read_logs(matcher: &Matcher<'_>, sources: &Sources) -> Result<Logged, QueryError> {
     let mut logged = Logged::default();
-    if sources.dpkg_logs.is_empty() {
-        return Ok(logged);
+    let mut order = 0_u64;
+    let dpkg_files = files_to_read(matcher, sources, &sources.dpkg_logs, sources.covered);
+    logged.files += dpkg_files.len() as u64;
+    if !dpkg_files.is_empty() {
+        read_dpkg_logs(matcher, sources, &dpkg_files, &mut logged, &mut order)?;
+    }
+
+    for logs in &sources.manager_logs {
+        let files = files_to_read(matcher, sources, &logs.files, logs.covered);
+        if files.is_empty() {
+            continue;
+        }
+        logged.files += files.len() as u64;
+        let replayed = replay::for_each_other_event(logs.format, &files, &sources.host, |event| {
+            order += 1;
+            logged.candidates.extend(candidate(matcher, &event, order));
+            Ok(())
+        })
+        .map_err(QueryError::Logs)?;
+        debug!(
+            format = %logs.format,
+            files = files.len(),
+            lines = replayed.interpret.lines,
+            "logs read"
+        );
+    }
+    Ok(logged)
+}
+
+/// Returns the files of a rotated set that may hold an answer: those overlapping the
+/// question's time, less those wholly inside the time the store covers for that log.
+fn files_to_read(
+    matcher: &Matcher<'_>,
+    sources: &Sources,
+    set: &[PathBuf],
+    covered: Option<(DateTime<FixedOffset>, DateTime<FixedOffset>)>,
+) -> Vec<PathBuf> {
+    if set.is_empty() {
+        return Vec::new();
     }
     // Log times are local wall-clock times; the margin covers a daylight-saving change.
     let margin = chrono::Duration::hours(3);
     let local = |t: &DateTime<FixedOffset>| t.with_timezone(&Local).naive_local();
     let from = matcher.filter.since.as_ref().map(|t| local(t) - margin);
     let to = matcher.filter.until.as_ref().map(|t| local(t) + margin);
-    let mut files = replay::overlapping(&sources.dpkg_logs, from, to);
+    let mut files = replay::overlapping(set, from, to);
 
     // A file wholly inside the store's coverage holds only events the store has.
-    if let (Some((since, until)), Some(_)) = (sources.covered, &sources.store) {
+    if let (Some((since, until)), Some(_)) = (covered, &sources.store) {
         let (since, until) = (local(&since) + margin, local(&until) - margin);
         let spans = replay::spans(&files);
         files.retain(|file| {
@@ -657,11 +741,18 @@ fn read_logs(matcher: &Matcher<'_>, sources: &Sources) -> Result<Logged, QueryEr
             !inside
         });
     }
-    logged.files = files.len() as u64;
-    if files.is_empty() {
-        return Ok(logged);
-    }
-    let history = replay::load_history(&sources.history, &files).map_err(QueryError::Logs)?;
+    files
+}
+
+/// Reads dpkg's logs, attributed from apt's history.
+fn read_dpkg_logs(
+    matcher: &Matcher<'_>,
+    sources: &Sources,
+    files: &[PathBuf],
+    logged: &mut Logged,
+    order: &mut u64,
+) -> Result<(), QueryError> {
+    let history = replay::load_history(&sources.history, files).map_err(QueryError::Logs)?;
 
     // With a package pattern, only the lines that may name a match are parsed, and the
     // startup lines that judge unfinished installs.
@@ -678,63 +769,70 @@ fn read_logs(matcher: &Matcher<'_>, sources: &Sources) -> Result<Logged, QueryEr
         })
     };
 
-    let mut order = 0_u64;
     let replayed = replay::for_each_event_of(
-        &files,
+        files,
         &sources.host,
         &history,
         sources.unfinished,
         &keep_line,
         |event: Event| {
-            order += 1;
-            let time = DateTime::parse_from_rfc3339(&event.parsed_data.timestamp).ok();
-            let data = &event.parsed_data;
-            if !matcher.line_facts(
-                time.as_ref(),
-                event.category.as_str(),
-                &data.package,
-                data.arch.as_deref(),
-                &event.manager,
-            ) {
-                return Ok(());
-            }
-            let key = (!event.raw_line.is_empty()).then(|| Key {
-                raw_line: event.raw_line.clone(),
-                category: event.category.as_str().to_owned(),
-                package: data.package.clone(),
-            });
-            let actor = event.actor.as_ref().map(|actor| ViewActor {
-                user: actor["user"].as_str().map(Cow::Borrowed),
-                login_user: actor["login_user"].as_str().map(Cow::Borrowed),
-                uid: actor["uid"].as_u64(),
-                loginuid: actor["loginuid"].as_u64(),
-            });
-            let keep = matcher.store_facts(event.severity.as_str(), actor.as_ref());
-            logged.candidates.push(Candidate {
-                key,
-                keep,
-                found: Found {
-                    json: if keep {
-                        event.to_json_line()
-                    } else {
-                        String::new()
-                    },
-                    time,
-                    origin: Origin::Log,
-                    order,
-                },
-            });
+            *order += 1;
+            logged.candidates.extend(candidate(matcher, &event, *order));
             Ok(())
         },
     )
     .map_err(QueryError::Logs)?;
     debug!(
-        files = logged.files,
+        files = files.len(),
         lines = replayed.interpret.lines,
         events = logged.candidates.len(),
         "logs read"
     );
-    Ok(logged)
+    Ok(())
+}
+
+/// Returns the candidate an event read from a log makes, if it passes the filters on what
+/// its line says.
+fn candidate(matcher: &Matcher<'_>, event: &Event, order: u64) -> Option<Candidate> {
+    let time = DateTime::parse_from_rfc3339(&event.parsed_data.timestamp).ok();
+    let data = &event.parsed_data;
+    if !matcher.line_facts(
+        time.as_ref(),
+        event.category.as_str(),
+        &data.package,
+        data.arch.as_deref(),
+        &event.manager,
+    ) {
+        return None;
+    }
+    let key = Key::of(
+        &event.raw_line,
+        event.category.as_str(),
+        &data.package,
+        &event.manager,
+        time.as_ref(),
+    );
+    let actor = event.actor.as_ref().map(|actor| ViewActor {
+        user: actor["user"].as_str().map(Cow::Borrowed),
+        login_user: actor["login_user"].as_str().map(Cow::Borrowed),
+        uid: actor["uid"].as_u64(),
+        loginuid: actor["loginuid"].as_u64(),
+    });
+    let keep = matcher.store_facts(event.severity.as_str(), actor.as_ref());
+    Some(Candidate {
+        key,
+        keep,
+        found: Found {
+            json: if keep {
+                event.to_json_line()
+            } else {
+                String::new()
+            },
+            time,
+            origin: Origin::Log,
+            order,
+        },
+    })
 }
 
 #[cfg(test)]
@@ -811,6 +909,7 @@ mod tests {
             host: "query-host".into(),
             unfinished: Unfinished::Judge,
             covered: None,
+            manager_logs: Vec::new(),
         };
         let answer = run(&Filter::default(), &sources, None)?;
         assert_eq!(answer.events.len(), 1, "the log has the line once");
@@ -847,6 +946,7 @@ mod tests {
             host: "h".into(),
             unfinished: Unfinished::Judge,
             covered: None,
+            manager_logs: Vec::new(),
         };
         let packages = |answer: &Answer| -> Vec<String> {
             answer

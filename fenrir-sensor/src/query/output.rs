@@ -139,8 +139,8 @@ pub fn row(event: &Value) -> Row {
     if let Some(tty) = text(&actor["tty"]) {
         from.push(tty.to_owned());
     }
-    if actor["source"] == "apt-history" {
-        from.push("apt history".to_owned());
+    if let Some(log) = actor["source"].as_str().and_then(recorded_by) {
+        from.push(log.to_owned());
     }
     let from = if from.is_empty() {
         "-".to_owned()
@@ -163,6 +163,20 @@ pub fn row(event: &Value) -> Row {
         from: escape(from),
         command: escape(command),
     }
+}
+
+/// Names the log an actor was read from, for an actor a log recorded rather than the
+/// kernel: apt's history, or the manager's own log.
+#[must_use]
+pub fn recorded_by(source: &str) -> Option<&'static str> {
+    Some(match source {
+        "apt-history" => "apt history",
+        "pacman-log" => "pacman.log",
+        "zypp-history" => "zypp history",
+        "dnf-log" => "dnf.log",
+        "apk-log" => "apk.log",
+        _ => return None,
+    })
 }
 
 /// Widest a table cell gets; longer cells are cut with `…`.
@@ -316,6 +330,17 @@ mod tests {
         assert_eq!(row.who, "bob");
         assert_eq!(row.from, "apt history");
         assert_eq!(row.time, "bad");
+
+        let pacman = json!({
+            "category": "package_install",
+            "parsed_data": {"package": "vim", "new_version": "9.1-1", "timestamp": "bad"},
+            "actor": {"source": "pacman-log", "user": null, "uid": null,
+                "command": "pacman -S vim"},
+        });
+        let row = super::row(&pacman);
+        assert_eq!(row.who, "-", "pacman.log names no user");
+        assert_eq!(row.from, "pacman.log");
+        assert_eq!(row.command, "pacman -S vim");
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! 1. `severity:<category>` — the category's severity, when the configuration overrides it;
 //! 2. `watchlist:<name>` — the package matches a watchlist glob: raised;
 //! 3. `lineage:<reason>` — the package manager ran from a daemon account or process, from a
-//!    scheduler, without tty and login session, or installed a local `.deb`: raised;
+//!    scheduler, without tty and login session, or installed a local package file (`.deb`,
+//!    `.rpm`, pacman's and apk's packages): raised;
 //! 4. `ssh-unusual-session` — the change's own SSH session came from an unusual address;
 //! 5. `ssh-unusual-login` — another successful login from an unusual address happened within
 //!    the correlation window before the change;
@@ -37,6 +38,7 @@ use serde_json::{json, Value};
 
 use crate::attribute::ssh::SshCorrelator;
 use crate::event::{Category, Event, Severity};
+use crate::parse::command::{Invocation, Program};
 use net::IpList;
 use window::{LocalTime, OneOffWindow, WeeklyWindow, Zone};
 
@@ -244,7 +246,7 @@ pub struct LineageConfig {
     pub scheduler_severity: Severity,
     /// Run without a tty and without a login session.
     pub unattended_severity: Severity,
-    /// `dpkg -i` of a local file, or apt given a `.deb` path.
+    /// A local package file installed instead of a repository package, by any manager.
     pub local_package_severity: Severity,
 }
 
@@ -677,10 +679,18 @@ impl RuleEngine {
             ));
         }
         let command = actor["command"].as_str().unwrap_or_default();
-        if let Some(file) = local_package(command) {
+        if let Some(local) = local_package(command) {
+            let unverified = if local.is_unverified {
+                ", its signature unchecked"
+            } else {
+                ""
+            };
             found.push((
                 "local-package",
-                format!("installs the local file {file} instead of a repository package"),
+                format!(
+                    "installs the local file {} instead of a repository package{unverified}",
+                    local.file
+                ),
                 lineage.local_package_severity,
             ));
         }
@@ -688,34 +698,116 @@ impl RuleEngine {
     }
 }
 
-/// Returns the local `.deb` a command line installs, if it does: `dpkg -i FILE` (not apt's
-/// own `dpkg --unpack` of its cache) or `apt install ./FILE.deb`.
-fn local_package(command: &str) -> Option<String> {
-    let mut words = command.split(' ');
-    let program = words.next()?;
-    let program = Path::new(program.trim_matches('\''))
-        .file_name()?
-        .to_string_lossy()
-        .into_owned();
-    let args: Vec<&str> = words.collect();
-    let deb = args.iter().map(|a| a.trim_matches('\'')).find(|a| {
-        Path::new(a)
+/// The caches the managers download repository packages into: a file there came from a
+/// repository, whichever program installs it (apt's own `dpkg --unpack`, zypper's `rpm`).
+const PACKAGE_CACHES: &[&str] = &[
+    "/var/cache/apt/archives/",
+    "/var/cache/dnf/",
+    "/var/cache/yum/",
+    "/var/cache/zypp/",
+    "/var/cache/pacman/pkg/",
+    "/var/cache/apk/",
+];
+
+/// dnf's and yum's subcommands that install the packages they are given.
+const DNF_INSTALLS: &[&str] = &[
+    "install",
+    "in",
+    "reinstall",
+    "upgrade",
+    "update",
+    "up",
+    "downgrade",
+    "localinstall",
+    "localupdate",
+];
+
+/// zypper's subcommands that install the packages they are given.
+const ZYPPER_INSTALLS: &[&str] = &["install", "in", "update", "up"];
+
+/// A local package file a command line installs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LocalPackage {
+    /// The file as the command names it, escaped.
+    file: String,
+    /// Whether the manager was told to accept it unsigned (`apk add --allow-untrusted`).
+    is_unverified: bool,
+}
+
+/// Returns the local package file a command line installs instead of a repository
+/// package, if it does: `dpkg -i FILE.deb`, `apt install ./FILE.deb`, `rpm -i FILE.rpm`
+/// (`-U`, `-F`, `--reinstall`), `dnf install ./FILE.rpm` (and yum's), `zypper in
+/// ./FILE.rpm`, `pacman -U FILE` (a path or `file://` address, not a download) and `apk add
+/// FILE.apk`. A file in a manager's own download cache came from a repository.
+fn local_package(command: &str) -> Option<LocalPackage> {
+    let invocation = Invocation::parse(command)?;
+    let (subcommand, operands) = invocation.operands();
+    let has_extension = |operand: &str, extension: &str| {
+        Path::new(operand)
             .extension()
-            .is_some_and(|ext| ext.eq_ignore_ascii_case("deb"))
-            && !a.starts_with('-')
-    })?;
-    let is_install = match program.as_str() {
-        "dpkg" => args.iter().any(|a| {
-            matches!(*a, "-i" | "--install" | "--unpack")
-                || (a.starts_with('-') && !a.starts_with("--") && a.contains('i'))
-        }),
-        "apt" | "apt-get" => true,
-        _ => false,
+            .is_some_and(|ext| ext.eq_ignore_ascii_case(extension))
     };
-    if !is_install || deb.starts_with("/var/cache/apt/archives/") {
+    let is_download = |operand: &str| {
+        ["http://", "https://", "ftp://"]
+            .iter()
+            .any(|s| operand.starts_with(s))
+    };
+    let installs = |names: &[&str]| subcommand.is_some_and(|s| names.contains(&s));
+    let file = match invocation.program {
+        Program::Dpkg => invocation
+            .has_option(&["--install", "--unpack"], Some('i'))
+            .then(|| operands.iter().find(|o| has_extension(o, "deb")))
+            .flatten(),
+        Program::Apt => operands.iter().find(|o| has_extension(o, "deb")),
+        Program::Rpm => {
+            // `-qi` and `-Vi` read packages; only the install modes put one on disk.
+            let reads = invocation.has_option(&["--query", "--verify"], Some('q'))
+                || invocation.has_option(&[], Some('V'));
+            let installs = ['i', 'U', 'F']
+                .iter()
+                .any(|&mode| invocation.has_option(&[], Some(mode)))
+                || invocation.has_option(
+                    &["--install", "--upgrade", "--freshen", "--reinstall"],
+                    None,
+                );
+            (installs && !reads)
+                .then(|| {
+                    operands
+                        .iter()
+                        .find(|o| has_extension(o, "rpm") && !is_download(o))
+                })
+                .flatten()
+        }
+        Program::Dnf | Program::Yum => installs(DNF_INSTALLS)
+            .then(|| {
+                operands
+                    .iter()
+                    .find(|o| has_extension(o, "rpm") && !is_download(o))
+            })
+            .flatten(),
+        Program::Zypper => installs(ZYPPER_INSTALLS)
+            .then(|| {
+                operands
+                    .iter()
+                    .find(|o| has_extension(o, "rpm") && !is_download(o))
+            })
+            .flatten(),
+        Program::Pacman => (invocation.pacman_operation().map(|(op, _)| op) == Some('U'))
+            .then(|| operands.iter().find(|o| !is_download(o)))
+            .flatten(),
+        Program::Apk => installs(&["add"])
+            .then(|| operands.iter().find(|o| has_extension(o, "apk")))
+            .flatten(),
+    }?;
+    let path = file.strip_prefix("file://").unwrap_or(file);
+    if PACKAGE_CACHES.iter().any(|cache| path.starts_with(cache)) {
         return None;
     }
-    Some(crate::event::escape_control(deb).into_owned())
+    Some(LocalPackage {
+        file: crate::event::escape_control(file).into_owned(),
+        is_unverified: invocation.program == Program::Apk
+            && invocation.has_option(&["--allow-untrusted"], None),
+    })
 }
 
 /// Returns when the change happened: its log time, or now when that cannot be read.
@@ -785,6 +877,7 @@ mod tests {
             timestamp: NaiveDateTime::parse_from_str(at, "%Y-%m-%d %H:%M:%S").expect("valid"),
             raw_line: String::new(),
             last_state: None,
+            logged_run: None,
         };
         let mut event = Event::from_change(&change, "h", "dpkg");
         // Rules read the resolved time; pin it to UTC whatever the test host's zone.
@@ -960,23 +1053,117 @@ mod tests {
 
     #[test]
     fn local_packages_are_told_from_repository_installs() {
-        assert_eq!(local_package("dpkg -i ./x.deb").as_deref(), Some("./x.deb"));
-        assert_eq!(
-            local_package("/usr/bin/dpkg --install /tmp/y_1_all.deb").as_deref(),
-            Some("/tmp/y_1_all.deb")
-        );
-        assert_eq!(
-            local_package("apt-get install -y ./z.deb").as_deref(),
-            Some("./z.deb")
-        );
-        assert_eq!(local_package("apt-get install -y vim"), None);
-        assert_eq!(
-            local_package(
-                "/usr/bin/dpkg --status-fd 37 --unpack /var/cache/apt/archives/vim_1_amd64.deb"
+        let file = |command: &str| local_package(command).map(|local| local.file);
+        let local = [
+            ("dpkg -i ./x.deb", "./x.deb"),
+            (
+                "/usr/bin/dpkg --install /tmp/y_1_all.deb",
+                "/tmp/y_1_all.deb",
             ),
-            None
-        );
-        assert_eq!(local_package("dpkg -r x.deb"), None);
+            ("apt-get install -y ./z.deb", "./z.deb"),
+            (
+                "rpm -ivh /tmp/x-1.0-1.noarch.rpm",
+                "/tmp/x-1.0-1.noarch.rpm",
+            ),
+            ("rpm --root /r --dbpath /var/lib/rpm -U ./x.rpm", "./x.rpm"),
+            ("rpm --reinstall x.rpm", "x.rpm"),
+            (
+                "/usr/bin/python3 /usr/bin/dnf -y --installroot=/r install ./x.rpm",
+                "./x.rpm",
+            ),
+            ("yum localinstall /tmp/x.rpm", "/tmp/x.rpm"),
+            (
+                "zypper --non-interactive in --allow-unsigned-rpm ./x.rpm",
+                "./x.rpm",
+            ),
+            (
+                "pacman -U /tmp/x-1.0-1-any.pkg.tar.zst",
+                "/tmp/x-1.0-1-any.pkg.tar.zst",
+            ),
+            (
+                "pacman --noconfirm --root /r -U file:///tmp/x.pkg.tar.zst",
+                "file:///tmp/x.pkg.tar.zst",
+            ),
+            (
+                "apk add --allow-untrusted /tmp/x-1.0-r0.apk",
+                "/tmp/x-1.0-r0.apk",
+            ),
+            (r"dpkg -i '/tmp/a b'\''s.deb'", "/tmp/a b's.deb"),
+        ];
+        for (command, expected) in local {
+            assert_eq!(file(command).as_deref(), Some(expected), "{command}");
+        }
+        let repository = [
+            "apt-get install -y vim",
+            "/usr/bin/dpkg --status-fd 37 --unpack /var/cache/apt/archives/vim_1_amd64.deb",
+            "dpkg -r x.deb",
+            "rpm -qip x.rpm",
+            "rpm -e x",
+            "rpm -Va",
+            "rpm -U https://example.invalid/x.rpm",
+            "dnf install vim",
+            "dnf download ./x.rpm",
+            "dnf install /var/cache/dnf/fedora-1/packages/vim-9.rpm",
+            "zypper in vim",
+            "zypper rm x.rpm",
+            "rpm -Uvh --percent /var/cache/zypp/packages/repo/noarch/x.rpm",
+            "pacman -S vim",
+            "pacman -U https://example.invalid/x.pkg.tar.zst",
+            "pacman -U file:///var/cache/pacman/pkg/alsa-lib-1.2.12-1-x86_64.pkg.tar.zst",
+            "pacman -Qip x.pkg.tar.zst",
+            "apk add vim",
+            "apk del x.apk",
+            "apk add /var/cache/apk/x-1.0-r0.apk",
+            "bash -c 'dpkg -i x.deb'",
+            "",
+        ];
+        for command in repository {
+            assert_eq!(file(command), None, "{command}");
+        }
+        assert!(local_package("apk add --allow-untrusted x.apk").is_some_and(|l| l.is_unverified));
+        assert!(local_package("apk add x.apk").is_some_and(|l| !l.is_unverified));
+    }
+
+    #[test]
+    fn every_managers_local_install_raises_the_lineage_rule() {
+        let engine = RuleEngine::new(&RulesConfig::default());
+        for (manager, command) in [
+            ("rpm", "rpm -i /tmp/x.rpm"),
+            ("dnf", "/usr/bin/python3 /usr/bin/dnf install ./x.rpm"),
+            ("zypper", "zypper in ./x.rpm"),
+            ("pacman", "pacman -U x.pkg.tar.zst"),
+            ("apk", "apk add --allow-untrusted x.apk"),
+        ] {
+            let mut event = event(Category::PackageInstall, "x", "2026-05-03 14:00:00");
+            event.manager = manager.to_owned();
+            if let Some(actor) = event.actor.as_mut() {
+                actor["command"] = json!(command);
+            }
+            engine.evaluate(&mut event, None);
+            assert_eq!(names(&event), ["lineage:local-package"], "{command}");
+            assert_eq!(event.severity, Severity::Medium);
+            let reason = event.rules[0]["reason"].as_str().unwrap_or_default();
+            assert!(reason.contains("x."), "{reason}");
+            assert_eq!(
+                reason.ends_with("its signature unchecked"),
+                manager == "apk",
+                "{reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn watchlists_apply_to_every_managers_changes() {
+        let engine = RuleEngine::new(&RulesConfig::default());
+        for manager in ["dnf", "yum", "zypper", "pacman", "apk", "rpm"] {
+            for category in [Category::PackageInstall, Category::PackageUpgrade] {
+                let mut event = event(category, "nmap", "2026-05-03 14:00:00");
+                event.manager = manager.to_owned();
+                engine.evaluate(&mut event, None);
+                assert_eq!(names(&event), ["watchlist:attacker-tooling"], "{manager}");
+                assert_eq!(event.severity, Severity::High, "{manager}");
+            }
+        }
     }
 
     #[test]

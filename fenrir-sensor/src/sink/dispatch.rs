@@ -310,6 +310,7 @@ mod tests {
                 .expect("valid time"),
             raw_line: String::new(),
             last_state: None,
+            logged_run: None,
         };
         Event::from_change(&change, "h", "dpkg")
     }

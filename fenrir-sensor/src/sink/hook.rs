@@ -642,6 +642,7 @@ mod tests {
                 .expect("valid time"),
             raw_line: String::new(),
             last_state: None,
+            logged_run: None,
         };
         let mut event = Event::from_change(&change, "h", "dpkg");
         event.severity = severity;

@@ -326,6 +326,7 @@ mod tests {
             timestamp,
             raw_line: "2024-05-01 10:20:30 upgrade openssl:amd64 3.0.11-1 3.0.13-1".to_owned(),
             last_state: None,
+            logged_run: None,
         };
         Event::from_change(&change, "web-1", "dpkg")
     }

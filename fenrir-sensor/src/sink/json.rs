@@ -120,6 +120,7 @@ mod tests {
                 .expect("valid time"),
             raw_line: "2026-05-03 14:32:11 install vim:amd64 <none> 2:9.0.1378-2".into(),
             last_state: None,
+            logged_run: None,
         };
         Event::from_change(&change, "web-1", "dpkg")
     }

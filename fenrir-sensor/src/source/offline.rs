@@ -315,6 +315,7 @@ fn changes_between(
             timestamp: at,
             raw_line: String::new(),
             last_state: None,
+            logged_run: None,
         };
     let failed = |new: &InstalledPackage| {
         (!new.state.is_configured() && new.state != PackageState::ConfigFiles).then(|| {
@@ -471,6 +472,7 @@ mod tests {
             timestamp: at(),
             raw_line: "line".into(),
             last_state: None,
+            logged_run: None,
         };
         Event::from_change(&change, "h", "dpkg")
     }

@@ -105,6 +105,7 @@ impl Snapshot {
             timestamp: at,
             raw_line: describe(name, package),
             last_state: None,
+            logged_run: None,
         };
 
         for (name, old) in &self.0 {

@@ -1,7 +1,7 @@
 //! apk's log (`/var/log/apk.log`, apk-tools 3).
 //!
-//! In: one line at a time. Out: package changes. State: the time the current apk run
-//! started, which its package lines carry.
+//! In: one line at a time. Out: package changes. State: the time and command of the current
+//! apk run, which its package lines carry.
 //!
 //! apk copies its output to the log, each run opened by a line naming the command and the
 //! time in UTC; package lines carry no time of their own:
@@ -20,6 +20,8 @@
 //! version from another build) are reinstalls; a package name may carry its repository pin
 //! (`name@edge`), which is not part of the name. Everything else apk prints changes nothing.
 
+use std::path::Path;
+
 use chrono::{Local, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 
@@ -27,7 +29,7 @@ use crate::event::Category;
 use crate::parse::manager::{
     line_text, local_from_utc, quote, Format, LineError, Manager, RunStart,
 };
-use crate::parse::PackageChange;
+use crate::parse::{LoggedRun, PackageChange};
 
 /// One line of apk.log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +153,9 @@ pub struct ApkLog {
     /// The run the last `Running` line opened, until it is taken.
     #[serde(skip)]
     run_start: Option<RunStart>,
+    /// The command of the current run, which its package lines carry.
+    #[serde(skip)]
+    run: Option<LoggedRun>,
 }
 
 impl Format for ApkLog {
@@ -160,6 +165,11 @@ impl Format for ApkLog {
         match parse_line(bytes)? {
             ApkLine::Run { timestamp, command } => {
                 self.run_started = Some(timestamp);
+                self.run = Some(LoggedRun {
+                    started: timestamp,
+                    command: Some(command.clone()),
+                    user: None,
+                });
                 self.run_start = Some(RunStart { command, timestamp });
                 Ok(Vec::new())
             }
@@ -181,9 +191,16 @@ impl Format for ApkLog {
                     .unwrap_or_else(|| Local::now().naive_local()),
                 raw_line: String::from_utf8_lossy(bytes).into_owned(),
                 last_state: None,
+                logged_run: self.run.clone(),
             }]),
             ApkLine::Other => Ok(Vec::new()),
         }
+    }
+
+    // Only a file's own lines say which run its lines belong to: the files replay is given
+    // may come from different hosts, and a run cut by a rotation is rare.
+    fn begin_file(&mut self, _path: &Path) {
+        self.run = None;
     }
 
     fn has_state(&self) -> bool {
@@ -285,6 +302,23 @@ mod tests {
         assert_eq!(Some(changes[3].timestamp), run("2026-05-05 08:15:44"));
         assert_eq!(Some(changes[5].timestamp), run("2026-05-05 08:15:45"));
         assert_eq!(reader.stats().malformed, 0);
+
+        // And its run's command, as apk logged it; apk names no user.
+        let command = |index: usize| {
+            let run = changes[index]
+                .logged_run
+                .as_ref()
+                .expect("every change has a run");
+            assert_eq!(run.user, None);
+            assert_eq!(Some(run.started), Some(changes[index].timestamp));
+            run.command.clone().unwrap_or_default()
+        };
+        assert_eq!(
+            command(0),
+            "apk add --no-cache /tmp/glibc-2.43-r1.apk /tmp/glibc-bin-2.43-r1.apk \
+             /tmp/glibc-i18n-2.43-r1.apk"
+        );
+        assert_eq!(command(3), "apk del glibc-i18n");
     }
 
     #[test]

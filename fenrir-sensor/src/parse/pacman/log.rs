@@ -1,7 +1,8 @@
 //! pacman's log (`/var/log/pacman.log`).
 //!
-//! In: one line at a time. Out: package changes. No state: every package line says what
-//! happened and names both versions.
+//! In: one line at a time. Out: package changes, each with the command pacman logged for its
+//! transaction where one is known. State: the last command logged and whether a transaction
+//! is underway; every package line itself says what happened and names both versions.
 //!
 //! pacman writes `[<time>] [<caller>] <message>`; the time is `2014-08-03 15:21` (local,
 //! pacman before 5.1) or `2020-11-24T22:30:56+0100` (with its offset), the caller `ALPM`
@@ -21,13 +22,16 @@
 //! line is decided with pacman's version order. Script output is never read as a package
 //! line, and lines without a time stamp continue a multi-line message.
 
+use std::path::Path;
+
 use chrono::{DateTime, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 
 use super::version;
 use crate::event::Category;
+use crate::parse::command::pacman_may_transact;
 use crate::parse::manager::{line_text, local_time, quote, Format, LineError, Manager, RunStart};
-use crate::parse::PackageChange;
+use crate::parse::{LoggedRun, PackageChange};
 
 /// What a package line records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +65,10 @@ pub enum PacmanLineKind {
     },
     /// A pacman command started (`Running 'pacman -S vim'`).
     Command(String),
+    /// libalpm began committing a transaction (`transaction started`, pacman 5.0 and later).
+    TransactionStarted,
+    /// libalpm's transaction ended: `transaction completed`, `failed` or `interrupted`.
+    TransactionEnded,
     /// Any other message.
     Other,
 }
@@ -84,6 +92,15 @@ pub fn parse_line(bytes: &[u8]) -> Result<PacmanLine, LineError> {
 
     let kind = if !is_manager {
         PacmanLineKind::Other
+    } else if caller == Some("ALPM") && message == "transaction started" {
+        PacmanLineKind::TransactionStarted
+    } else if caller == Some("ALPM")
+        && matches!(
+            message,
+            "transaction completed" | "transaction failed" | "transaction interrupted"
+        )
+    {
+        PacmanLineKind::TransactionEnded
     } else if let Some(command) = message
         .strip_prefix("Running '")
         .and_then(|c| c.strip_suffix('\''))
@@ -156,12 +173,69 @@ pub fn is_typical(bytes: &[u8]) -> bool {
     bytes.starts_with(b"[") && parse_line(bytes).is_ok()
 }
 
-/// Follows pacman.log.
+/// Follows pacman.log, and which `Running` line each transaction's package lines belong to.
+///
+/// pacman writes its command line once it has its database lock, and libalpm frames each
+/// transaction with `transaction started` and `transaction completed` (pacman 5.0 and
+/// later). A transaction belongs to the last command before it that can start one and has
+/// not started another: a refresh alone (`-Sy`) starts none, and the lines of a transaction
+/// another front end committed without writing its command get no command. Logs of pacman
+/// before 5.0 have no frames: there the front end wrote the package lines itself, under the
+/// last command it logged.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PacmanLog {
     /// The run the last `Running` line opened, until it is taken.
     #[serde(skip)]
     run_start: Option<RunStart>,
+    /// The last command that may start a transaction and has not started one yet.
+    #[serde(skip)]
+    waiting: Option<LoggedRun>,
+    /// The command of the transaction underway, if one is and its command is known.
+    #[serde(skip)]
+    current: Option<LoggedRun>,
+    /// Whether a transaction is underway.
+    #[serde(skip)]
+    in_transaction: bool,
+    /// Whether this log frames its transactions, so package lines outside a frame belong to
+    /// no command.
+    #[serde(skip)]
+    has_frames: bool,
+}
+
+impl PacmanLog {
+    /// Moves the command bookkeeping by one line; returns the run a package line belongs to.
+    fn follow_runs(&mut self, line: &PacmanLine) -> Option<LoggedRun> {
+        match &line.kind {
+            PacmanLineKind::Command(command) => {
+                self.waiting = pacman_may_transact(command).then(|| LoggedRun {
+                    started: line.timestamp,
+                    command: Some(command.clone()),
+                    user: None,
+                });
+                None
+            }
+            PacmanLineKind::TransactionStarted => {
+                self.has_frames = true;
+                self.in_transaction = true;
+                self.current = self.waiting.take();
+                None
+            }
+            PacmanLineKind::TransactionEnded => {
+                self.in_transaction = false;
+                self.current = None;
+                None
+            }
+            PacmanLineKind::Package { .. } if self.in_transaction => self.current.clone(),
+            // Before frames, pacman itself wrote its package lines; a line another caller
+            // wrote is no pacman command's.
+            PacmanLineKind::Package { .. } if !self.has_frames => {
+                matches!(line.caller.as_deref(), None | Some("PACMAN"))
+                    .then(|| self.waiting.clone())
+                    .flatten()
+            }
+            PacmanLineKind::Package { .. } | PacmanLineKind::Other => None,
+        }
+    }
 }
 
 impl Format for PacmanLog {
@@ -175,6 +249,7 @@ impl Format for PacmanLog {
                 timestamp: line.timestamp,
             });
         }
+        let logged_run = self.follow_runs(&line);
         let PacmanLineKind::Package {
             action,
             name,
@@ -207,7 +282,16 @@ impl Format for PacmanLog {
             timestamp: line.timestamp,
             raw_line: String::from_utf8_lossy(bytes).into_owned(),
             last_state: None,
+            logged_run,
         }])
+    }
+
+    // Only a file's own lines say which run its lines belong to: the files replay is given
+    // may come from different hosts, and a run cut by a rotation is rare.
+    fn begin_file(&mut self, _path: &Path) {
+        self.waiting = None;
+        self.current = None;
+        self.in_transaction = false;
     }
 
     fn take_run_start(&mut self) -> Option<RunStart> {
@@ -378,6 +462,98 @@ mod tests {
                 ]
             );
         }
+    }
+
+    fn commands(changes: &[PackageChange]) -> Vec<String> {
+        changes
+            .iter()
+            .map(|c| {
+                let command = c.logged_run.as_ref().and_then(|r| r.command.as_deref());
+                format!("{} {}", c.package, command.unwrap_or("-"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_transaction_gets_the_command_that_started_it() {
+        let (changes, reader) = read(
+            b"\
+[2024-11-26T05:00:00-0600] [PACMAN] Running 'pacman -Syu'
+[2024-11-26T05:00:00-0600] [PACMAN] synchronizing package lists
+[2024-11-26T05:00:01-0600] [ALPM] transaction started
+[2024-11-26T05:00:01-0600] [ALPM] upgraded a (1-1 -> 2-1)
+[2024-11-26T05:00:01-0600] [ALPM] transaction completed
+[2024-11-26T05:10:00-0600] [PACMAN] Running 'pacman -Sy'
+[2024-11-26T05:10:00-0600] [PACMAN] synchronizing package lists
+[2024-11-26T05:20:00-0600] [ALPM] transaction started
+[2024-11-26T05:20:00-0600] [ALPM] installed b (1-1)
+[2024-11-26T05:20:00-0600] [ALPM] transaction completed
+[2024-11-26T05:30:00-0600] [PACMAN] Running 'pacman -S c'
+[2024-11-26T05:30:00-0600] [ALPM] transaction started
+[2024-11-26T05:30:00-0600] [ALPM] installed c (1-1)
+[2024-11-26T05:30:01-0600] [ALPM] transaction interrupted
+[2024-11-26T05:40:00-0600] [ALPM] transaction started
+[2024-11-26T05:40:00-0600] [ALPM] removed c (1-1)
+[2024-11-26T05:40:00-0600] [ALPM] transaction completed
+",
+        );
+        // A refresh starts no transaction, and a command starts one only: the installs of
+        // another front end and the later removal have no command in the log.
+        assert_eq!(
+            commands(&changes),
+            ["a pacman -Syu", "b -", "c pacman -S c", "c -"]
+        );
+        let run = changes[0].logged_run.as_ref().expect("a has its run");
+        // Runs carry the host's local time, as changes do.
+        let started = DateTime::parse_from_rfc3339("2024-11-26T05:00:00-06:00").expect("time");
+        assert_eq!(run.started, local_time(started));
+        assert_eq!(run.user, None, "pacman.log names no user");
+        assert_eq!(reader.stats().malformed, 0);
+    }
+
+    #[test]
+    fn logs_without_frames_give_pacmans_own_lines_their_command() {
+        let (changes, _) = read(
+            b"\
+[2014-08-03 15:21] [PACMAN] Running 'pacman -S base'
+[2014-08-03 15:31] [PACMAN] installed a (1-1)
+[2014-08-03 15:31] [PACKAGEKIT] installed b (1-1)
+[2014-08-03 15:31] installed c (1-1)
+[2014-08-03 15:40] [PACMAN] Running 'pacman -Scc'
+[2014-08-03 15:41] [PACMAN] removed d (1-1)
+",
+        );
+        assert_eq!(
+            commands(&changes),
+            ["a pacman -S base", "c pacman -S base", "d -"]
+        );
+    }
+
+    #[test]
+    fn corpus_changes_carry_a_command_the_log_wrote_before_them() {
+        let Some(files) = corpus::files("pacman") else {
+            return;
+        };
+        let mut named = 0;
+        for (name, bytes) in &files {
+            let (changes, _) = read(bytes);
+            let text = String::from_utf8_lossy(bytes);
+            for change in &changes {
+                let Some(command) = change.logged_run.as_ref().and_then(|r| r.command.as_ref())
+                else {
+                    continue;
+                };
+                named += 1;
+                let running = format!("Running '{command}'");
+                let at = text.find(&running).expect("the command is logged");
+                assert!(
+                    at < text.find(&change.raw_line).unwrap_or(0),
+                    "{name}: {command}"
+                );
+            }
+        }
+        // 293 of the 397 changes; the rest are in a transaction no logged command started.
+        assert!(named > 250, "only {named} changes have a command");
     }
 
     proptest! {

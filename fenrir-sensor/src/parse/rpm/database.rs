@@ -139,6 +139,7 @@ impl RpmSnapshot {
                 timestamp: at,
                 raw_line: describe(group, new.or(old).unwrap_or_default()),
                 last_state: None,
+                logged_run: None,
             };
 
             for kept in new.iter().filter(|n| old.iter().any(|o| same(o, n))) {

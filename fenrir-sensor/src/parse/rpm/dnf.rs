@@ -29,6 +29,7 @@
 //! against a real dnf5 (Debian has none); hosts with dnf5 alone report no dnf changes.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use chrono::{DateTime, NaiveDateTime};
 use serde::{Deserialize, Serialize};
@@ -38,7 +39,7 @@ use crate::event::Category;
 use crate::parse::manager::{
     line_text, local_from_utc, local_time, Format, LineError, Manager, RunStart,
 };
-use crate::parse::PackageChange;
+use crate::parse::{LoggedRun, PackageChange};
 
 /// The message dnf writes when a run starts.
 const START_MARKER: &str = "--- logging initialized ---";
@@ -144,6 +145,74 @@ pub fn is_typical(bytes: &[u8]) -> bool {
     parse_line(bytes).is_ok()
 }
 
+/// How far apart dnf's two logs may stamp the start line of one run.
+const START_SLACK: chrono::Duration = chrono::Duration::seconds(1);
+
+/// The commands of dnf's runs, read from dnf.log, which dnf writes beside dnf.rpm.log: every
+/// run opens both logs with the same start line, and dnf.log then names its command
+/// (`DDEBUG Command: dnf install vim`).
+#[derive(Debug, Clone, Default)]
+pub struct DnfCommands {
+    /// Each run's start time and command, in the order read.
+    runs: Vec<(NaiveDateTime, Option<String>)>,
+}
+
+impl DnfCommands {
+    /// Reads one line of dnf.log; lines that are not a start or a command are ignored.
+    pub fn line(&mut self, bytes: &[u8]) {
+        let Ok(text) = line_text(bytes) else {
+            return;
+        };
+        let Some((stamp, rest)) = text.split_once(' ') else {
+            return;
+        };
+        let Some(timestamp) = parse_timestamp(stamp) else {
+            return;
+        };
+        let message = rest.split_once(' ').map_or("", |(_, message)| message);
+        if message == START_MARKER {
+            self.runs.push((timestamp, None));
+        } else if let Some(command) = message.strip_prefix("Command: ") {
+            if let Some((_, slot @ None)) = self.runs.last_mut() {
+                *slot = Some(command.trim_end().to_owned());
+            }
+        }
+    }
+
+    /// Returns the command of the run whose start line dnf.rpm.log stamped `started`: the
+    /// one run of dnf.log that started in the same second or, when none did, the one that
+    /// started within a second of it (the two lines straddled a second). Two runs that fit
+    /// equally cannot be told apart, and give none.
+    #[must_use]
+    pub fn command_of(&self, started: NaiveDateTime) -> Option<&str> {
+        let only = |slack: chrono::Duration| {
+            let mut near = self
+                .runs
+                .iter()
+                .filter(move |(time, _)| (*time - started).abs() <= slack);
+            match (near.next(), near.next()) {
+                (Some(run), None) => Some(Some(run)),
+                (None, _) => None,
+                (Some(_), Some(_)) => Some(None),
+            }
+        };
+        let run = only(chrono::Duration::zero()).or_else(|| only(START_SLACK))??;
+        run.1.as_deref()
+    }
+
+    /// Returns how many runs were read.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// Returns whether no run was read.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+}
+
 /// A new package on disk whose old version has not been erased yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Pending {
@@ -167,6 +236,7 @@ impl Pending {
             timestamp: self.timestamp,
             raw_line: self.raw_line,
             last_state: None,
+            logged_run: None,
         }
     }
 }
@@ -179,6 +249,10 @@ pub struct DnfLog {
     /// The run the last start line opened, until it is taken; dnf writes no command.
     #[serde(skip)]
     run_start: Option<RunStart>,
+    /// The run the package lines belong to: the last start line's, with no command, which
+    /// is in dnf.log beside this log.
+    #[serde(skip)]
+    run: Option<LoggedRun>,
 }
 
 impl DnfLog {
@@ -198,6 +272,7 @@ impl DnfLog {
             timestamp: line.timestamp,
             raw_line: raw.to_owned(),
             last_state: None,
+            logged_run: None,
         }
     }
 
@@ -305,7 +380,12 @@ impl Format for DnfLog {
         let raw = String::from_utf8_lossy(bytes);
         Ok(match &line.kind {
             DnfLineKind::Package { action, package } => {
-                self.feed_package(*action, package, &line, &raw)
+                let mut changes = self.feed_package(*action, package, &line, &raw);
+                // A pending half is completed or given up within the run that wrote it.
+                for change in &mut changes {
+                    change.logged_run.clone_from(&self.run);
+                }
+                changes
             }
             // A new dnf run: the previous one's transaction is over.
             DnfLineKind::Start => {
@@ -313,7 +393,13 @@ impl Format for DnfLog {
                     command: String::new(),
                     timestamp: line.timestamp,
                 });
-                self.finish()
+                let unpaired = self.finish();
+                self.run = Some(LoggedRun {
+                    started: line.timestamp,
+                    command: None,
+                    user: None,
+                });
+                unpaired
             }
             DnfLineKind::Other => Vec::new(),
         })
@@ -322,7 +408,18 @@ impl Format for DnfLog {
     fn finish(&mut self) -> Vec<PackageChange> {
         let mut unpaired: Vec<Pending> = std::mem::take(&mut self.pending).into_values().collect();
         unpaired.sort_by_key(|p| p.timestamp);
-        unpaired.into_iter().map(|p| p.into_change(None)).collect()
+        let mut changes: Vec<PackageChange> =
+            unpaired.into_iter().map(|p| p.into_change(None)).collect();
+        for change in &mut changes {
+            change.logged_run.clone_from(&self.run);
+        }
+        changes
+    }
+
+    // Only a file's own lines say which run its lines belong to: the files replay is given
+    // may come from different hosts, and a run cut by a rotation is rare.
+    fn begin_file(&mut self, _path: &Path) {
+        self.run = None;
     }
 
     fn has_pending(&self) -> bool {
@@ -373,6 +470,83 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn commands_come_from_dnf_log_for_the_run_that_made_each_change() {
+        let (Some((_, rpm_log)), Some((_, dnf_log))) = (
+            corpus::file("dnf", "dnf.rpm.log"),
+            corpus::file("dnf", "__dnf.log"),
+        ) else {
+            return;
+        };
+        let (changes, _) = read(&String::from_utf8_lossy(&rpm_log));
+        let mut commands = DnfCommands::default();
+        for line in lines(&dnf_log) {
+            commands.line(line);
+        }
+        assert_eq!(commands.len(), 10);
+        let command_of = |package: &str| {
+            let change = changes
+                .iter()
+                .find(|c| c.package == package)
+                .expect("the corpus has the package");
+            let run = change.logged_run.as_ref().expect("every change has a run");
+            assert_eq!(run.command, None, "dnf.rpm.log names no command");
+            commands.command_of(run.started).map(str::to_owned)
+        };
+        assert_eq!(
+            command_of("linux-firmware").as_deref(),
+            Some("yum -C -y --noplugins remove linux-firmware")
+        );
+        assert_eq!(command_of("systemd-udev").as_deref(), Some("yum update -y"));
+        assert_eq!(
+            command_of("libwebp").as_deref(),
+            Some("yum install -y nginx")
+        );
+
+        // Two runs in the same second cannot be told apart; a start without a command has none.
+        let mut twice = DnfCommands::default();
+        for line in [
+            "2021-03-02T08:10:50Z INFO --- logging initialized ---",
+            "2021-03-02T08:10:50Z DDEBUG Command: dnf install a",
+            "2021-03-02T08:10:50Z INFO --- logging initialized ---",
+            "2021-03-02T08:10:50Z DDEBUG Command: dnf install b",
+            "2021-03-02T08:20:00Z INFO --- logging initialized ---",
+            "garbage \u{1b}",
+        ] {
+            twice.line(line.as_bytes());
+        }
+        let at = |stamp: &str| parse_timestamp(stamp).expect("valid stamp");
+        assert_eq!(twice.command_of(at("2021-03-02T08:10:50Z")), None);
+        // A second apart, each run has its own.
+        let mut apart = DnfCommands::default();
+        for line in [
+            "2021-03-02T08:10:50Z INFO --- logging initialized ---",
+            "2021-03-02T08:10:50Z DDEBUG Command: dnf install a",
+            "2021-03-02T08:10:51Z INFO --- logging initialized ---",
+            "2021-03-02T08:10:51Z DDEBUG Command: dnf remove a",
+        ] {
+            apart.line(line.as_bytes());
+        }
+        assert_eq!(
+            apart.command_of(at("2021-03-02T08:10:50Z")),
+            Some("dnf install a")
+        );
+        assert_eq!(
+            apart.command_of(at("2021-03-02T08:10:51Z")),
+            Some("dnf remove a")
+        );
+        assert_eq!(
+            apart.command_of(at("2021-03-02T08:10:52Z")),
+            Some("dnf remove a")
+        );
+        assert_eq!(
+            apart.command_of(at("2021-03-02T08:10:49Z")),
+            Some("dnf install a")
+        );
+        assert_eq!(twice.command_of(at("2021-03-02T08:20:00Z")), None);
+        assert_eq!(twice.command_of(at("2021-03-02T09:00:00Z")), None);
     }
 
     #[test]

@@ -210,6 +210,7 @@ impl YumLog {
             timestamp,
             raw_line: raw.to_owned(),
             last_state: None,
+            logged_run: None,
         };
 
         let Some(package) = &line.package else {

@@ -1,7 +1,7 @@
 //! zypper's history (libzypp's `/var/log/zypp/history`).
 //!
-//! In: one line at a time. Out: package changes. State: the versions the history has shown
-//! installed.
+//! In: one line at a time. Out: package changes, each with the command and user of the
+//! `command` record before it. State: the versions the history has shown installed.
 //!
 //! libzypp writes one record per line, fields separated by `|`, the action padded to seven
 //! characters, and comments (rpm's output for a package) after `#`:
@@ -21,13 +21,16 @@
 //! one an upgrade, an older one a downgrade, an unknown package an install. Repository
 //! (`radd`, `rremove`, …), `command` and `patch` records change no package.
 
+use std::path::Path;
+
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
 use super::{key_of, Installed};
 use crate::event::Category;
+use crate::parse::command::{shell_line, words};
 use crate::parse::manager::{line_text, quote, Format, LineError, Manager, RunStart};
-use crate::parse::PackageChange;
+use crate::parse::{LoggedRun, PackageChange};
 
 /// Length of `YYYY-MM-DD HH:MM:SS`.
 const TIMESTAMP_LEN: usize = 19;
@@ -134,6 +137,10 @@ pub struct ZyppHistory {
     /// The run the last `command` record opened, until it is taken.
     #[serde(skip)]
     run_start: Option<RunStart>,
+    /// The run the last `command` record opened: libzypp writes one when a program takes
+    /// its lock, before any package record of that program.
+    #[serde(skip)]
+    run: Option<LoggedRun>,
 }
 
 impl Format for ZyppHistory {
@@ -166,6 +173,7 @@ impl Format for ZyppHistory {
                     timestamp,
                     raw_line: raw,
                     last_state: None,
+                    logged_run: self.run.clone(),
                 }
             }
             ZyppRecord::Remove {
@@ -186,17 +194,32 @@ impl Format for ZyppHistory {
                     timestamp,
                     raw_line: raw,
                     last_state: None,
+                    logged_run: self.run.clone(),
                 }
             }
             ZyppRecord::Command {
-                timestamp, command, ..
+                timestamp,
+                command,
+                user,
             } => {
+                let user = user.split_once('@').map_or(user.as_str(), |(name, _)| name);
+                self.run = Some(LoggedRun {
+                    started: timestamp,
+                    command: Some(shell_line(&words(&command))),
+                    user: Some(user.to_owned()).filter(|u| !u.is_empty()),
+                });
                 self.run_start = Some(RunStart { command, timestamp });
                 return Ok(Vec::new());
             }
             ZyppRecord::Other => return Ok(Vec::new()),
         };
         Ok(vec![change])
+    }
+
+    // Only a file's own lines say which run its lines belong to: the files replay is given
+    // may come from different hosts, and a run cut by a rotation is rare.
+    fn begin_file(&mut self, _path: &Path) {
+        self.run = None;
     }
 
     fn has_state(&self) -> bool {
@@ -269,6 +292,52 @@ mod tests {
         );
         assert_eq!(reader.stats().malformed, 0);
         assert!(reader.saved_state().is_none(), "nothing left installed");
+    }
+
+    #[test]
+    fn changes_carry_the_command_and_user_of_their_run() {
+        let Some((name, bytes)) = corpus::file("zypper", "suse__zypp__history.1") else {
+            return;
+        };
+        let (changes, _) = read(&String::from_utf8_lossy(&bytes));
+        let runs: Vec<String> = changes
+            .iter()
+            .filter(|c| c.package == "unzip")
+            .map(|c| {
+                let run = c
+                    .logged_run
+                    .as_ref()
+                    .expect("every change follows a command");
+                format!(
+                    "{} {} {}",
+                    c.category,
+                    run.user.as_deref().unwrap_or("-"),
+                    run.command.as_deref().unwrap_or("-")
+                )
+            })
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                "package_install root zypper install unzip",
+                "package_remove root zypper remove unzip",
+                "package_install root zypper install unzip",
+            ],
+            "{name}"
+        );
+
+        // Records before any command record have no run; a command without a user names none.
+        let (changes, _) = read(
+            "2022-12-16 12:56:23|install|a|1-1|x86_64||repo|x|\n\
+             2022-12-16 12:56:24|command||'zypper' 'in' 'b c'|\n\
+             2022-12-16 12:56:25|install|b c|1-1|x86_64||repo|x|\n\
+             2022-12-16 12:56:25|install|b|1-1|x86_64||repo|x|\n",
+        );
+        assert_eq!(changes.len(), 2, "a name with a space is no package");
+        assert_eq!(changes[0].logged_run, None);
+        let run = changes[1].logged_run.as_ref().expect("b has its run");
+        assert_eq!(run.command.as_deref(), Some("zypper in 'b c'"));
+        assert_eq!(run.user, None);
     }
 
     #[test]

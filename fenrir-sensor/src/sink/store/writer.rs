@@ -307,6 +307,7 @@ mod tests {
                 .expect("valid time"),
             raw_line: format!("2026-01-{day:02} 12:00:00 install {package}:amd64 <none> 1.0-1"),
             last_state: None,
+            logged_run: None,
         };
         Event::from_change(&change, "h", "dpkg")
     }
