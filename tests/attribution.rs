@@ -158,11 +158,13 @@ fn sandbox_apt_config(sandbox: &Sandbox) -> anyhow::Result<std::path::PathBuf> {
     for dir in [
         "cache/archives/partial",
         "state/lists/partial",
-        "log",
         "sources.list.d",
     ] {
         fs::create_dir_all(apt.join(dir))?;
     }
+    // apt's history beside dpkg's log, as Debian lays out /var/log.
+    let history_dir = sandbox.log().with_file_name("apt");
+    fs::create_dir_all(&history_dir)?;
     fs::write(apt.join("sources.list"), "")?;
     let config = apt.join("apt.conf");
     fs::write(
@@ -171,13 +173,14 @@ fn sandbox_apt_config(sandbox: &Sandbox) -> anyhow::Result<std::path::PathBuf> {
             "Dir::State::status \"{status}\";\n\
              Dir::Cache \"{apt}/cache\";\n\
              Dir::State \"{apt}/state\";\n\
-             Dir::Log \"{apt}/log\";\n\
+             Dir::Log \"{history}\";\n\
              Dir::Etc::SourceList \"{apt}/sources.list\";\n\
              Dir::Etc::SourceParts \"{apt}/sources.list.d\";\n\
              APT::Sandbox::User \"root\";\n\
              DPkg::Options {{ \"--root={root}\"; \"--log={log}\"; \"--force-script-chrootless\"; }};\n",
             status = sandbox.admin_dir().join("status").display(),
             apt = apt.display(),
+            history = history_dir.display(),
             root = sandbox.root().display(),
             log = sandbox.log().display(),
         ),
@@ -421,5 +424,64 @@ fn a_burst_of_package_lines_loses_no_kernel_record() -> anyhow::Result<()> {
         !stderr.contains("ring buffer full"),
         "kernel records were lost:\n{stderr}"
     );
+    Ok(())
+}
+
+#[test]
+fn without_the_kernel_an_apt_run_is_named_from_apts_own_record() -> anyhow::Result<()> {
+    if !require_root("the apt history attribution test") {
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    let mut args = sensor_args(&sandbox);
+    args.push("--no-ebpf".to_owned());
+    let sensor = Sensor::start(&args)?;
+    let deb = sandbox.build(&PackageSpec::new("fenrir-apt-record", "1.0-1"))?;
+    fs::copy(&deb, sandbox.path().join("fenrir-apt-record.deb"))?;
+
+    // apt names the user a `sudo` ran it for in `Requested-By`, from `SUDO_UID`.
+    let output = Command::new("apt-get")
+        .args(["install", "-y", "./fenrir-apt-record.deb"])
+        .current_dir(sandbox.path())
+        .env("APT_CONFIG", sandbox_apt_config(&sandbox)?)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .env("SUDO_UID", LOGIN_UID.to_string())
+        .output()?;
+    assert!(
+        output.status.success(),
+        "apt-get failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let event = sensor.events(1, WAIT)?.remove(0);
+    assert_eq!(event["category"], "package_install");
+    let actor = &event["actor"];
+    assert_eq!(actor["source"], "apt-history", "{actor:#}");
+    assert_eq!(
+        actor["command"],
+        "apt-get install -y ./fenrir-apt-record.deb"
+    );
+    assert_eq!(actor["user"], "nobody");
+    assert_eq!(actor["uid"], LOGIN_UID);
+
+    // What the record cannot know (a terminal, a login session) raises nothing; the service
+    // account it names as requester, and the local file it names, do.
+    let rules: Vec<&str> = event["rules"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|rule| rule["rule"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        rules,
+        ["lineage:daemon-account", "lineage:local-package"],
+        "{:#}",
+        event["rules"]
+    );
+
+    // A dpkg run of its own, outside any apt run, stays unattributed.
+    let other = sandbox.build(&PackageSpec::new("fenrir-apt-record-bare", "1.0-1"))?;
+    sandbox.dpkg(&["-i", &other.display().to_string()])?;
+    let event = sensor.events(1, WAIT)?.remove(0);
+    assert_eq!(event["parsed_data"]["package"], "fenrir-apt-record-bare");
+    assert!(event["actor"].is_null(), "{:#}", event["actor"]);
     Ok(())
 }

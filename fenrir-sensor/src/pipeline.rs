@@ -24,6 +24,7 @@ use tokio::io::Interest;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
+use crate::attribute::apt::AptRecord;
 use crate::attribute::ssh::{learn_since, SshCorrelator};
 use crate::attribute::Attributor;
 use crate::config::{Config, LogLevel};
@@ -124,6 +125,8 @@ struct Pipeline {
     suppressed: u64,
     /// Integrity checks: installed files, the log's own history, unlogged database changes.
     integrity: Integrity,
+    /// apt's history log, for dpkg changes the kernel did not attribute.
+    apt: AptRecord,
     /// Consecutive polls that found the dpkg database unlocked, for the integrity checks.
     quiet_polls: u32,
 }
@@ -155,6 +158,11 @@ impl Pipeline {
                 if let (Some(actor), true) = (&event.actor, is_dpkg && change.category.unpacks()) {
                     attributor.note_unpacked(actor, &change.package, change.arch.as_deref());
                 }
+            }
+            if source.manager == Manager::Dpkg && event.actor.is_none() {
+                event.actor =
+                    self.apt
+                        .actor_for(change.timestamp, &change.package, change.arch.as_deref());
             }
             if source.manager == Manager::Dpkg {
                 self.integrity.change(&change, event.actor.as_ref());
@@ -595,6 +603,7 @@ impl Pipeline {
             hooks,
             suppressed: 0,
             integrity,
+            apt: AptRecord::beside(&config.dpkg.log),
             quiet_polls: 0,
         };
         pipeline.emit(found);

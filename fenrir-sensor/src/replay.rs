@@ -706,7 +706,7 @@ impl<'a> HistoryActors<'a> {
 }
 
 /// Builds the actor object of one apt run; every string from the file is escaped.
-fn history_actor(entry: &AptHistoryEntry) -> Value {
+pub(crate) fn history_actor(entry: &AptHistoryEntry) -> Value {
     let escape = |text: &str| escape_control(text).into_owned();
     let (user, uid) = match &entry.requested_by {
         Some((name, uid)) => (Some(escape(name)), *uid),

@@ -16,6 +16,7 @@
 //! `null`: no guess is presented as fact. The logs of the other managers are attributed the
 //! same way by [`manager`], from each tool's own options and lifetime.
 
+pub mod apt;
 pub mod history;
 pub mod manager;
 pub mod script;

@@ -671,7 +671,10 @@ impl RuleEngine {
                 lineage.scheduler_severity,
             ));
         }
-        if actor["tty"].is_null() && actor["loginuid"].is_null() {
+        // Only the kernel sees a terminal and a login session; a log's record of a run (apt's
+        // history) names neither, which says nothing about whether the run had them.
+        let from_kernel = actor.get("source").is_none();
+        if from_kernel && actor["tty"].is_null() && actor["loginuid"].is_null() {
             found.push((
                 "unattended",
                 "run without a terminal and outside any login session".to_owned(),
@@ -1049,6 +1052,18 @@ mod tests {
             ]
         );
         assert_eq!(event.severity, Severity::High);
+    }
+
+    #[test]
+    fn an_actor_from_apts_record_is_not_judged_by_what_only_the_kernel_sees() {
+        let engine = RuleEngine::new(&RulesConfig::default());
+        let mut event = event(Category::PackageInstall, "vim", "2026-05-03 14:00:00");
+        event.actor = Some(json!({
+            "source": "apt-history", "command": "apt-get install -y ./vim.deb",
+            "user": "alice", "uid": 1000, "apt_start": "2026-05-03T14:00:00+00:00",
+        }));
+        engine.evaluate(&mut event, None);
+        assert_eq!(names(&event), ["lineage:local-package"]);
     }
 
     #[test]
