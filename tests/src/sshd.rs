@@ -6,9 +6,9 @@
 //! [`Rsyslog`], an rsyslogd writing sshd's messages to a file of the test's.
 //!
 //! sshd logs through `/dev/log`. To send its lines to a private rsyslog socket without
-//! touching the host's logging, sshd runs in a mount namespace of its own in which that
-//! socket is bind-mounted over `/dev/log`. Everything started here is stopped, and the user
-//! and its sudoers drop-in removed, when the handle drops.
+//! touching the host's logging, sshd runs in a mount namespace of its own in which `/dev/log`
+//! leads to that socket. Everything started here is stopped, and the user and its sudoers
+//! drop-in removed, when the handle drops.
 
 use std::fs;
 use std::net::{TcpListener, TcpStream};
@@ -116,15 +116,11 @@ impl SshServer {
         fs::create_dir_all("/run/sshd")?;
         ensure_dev_log()?;
 
-        let socket = match log_to {
-            LogTo::Journal => PathBuf::from(JOURNAL_SYSLOG_SOCKET),
-            LogTo::Socket(path) => path.clone(),
+        let redirect = match log_to {
+            LogTo::Journal => String::new(),
+            LogTo::Socket(path) => redirect_dev_log(path),
         };
-        let script = format!(
-            "mount --bind {} /dev/log && exec {SSHD} -D -f {}/sshd_config",
-            socket.display(),
-            dir.display()
-        );
+        let script = format!("{redirect}exec {SSHD} -D -f {}/sshd_config", dir.display());
         server.child = Command::new("unshare")
             .args([
                 "--mount",
@@ -305,8 +301,24 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// Returns shell commands that, in sshd's mount namespace, make `/dev/log` lead to `socket`.
+///
+/// `/dev/log` is usually a symlink into journald's runtime directory. A bind mount over the
+/// socket it leads to would not last: when journald starts again it replaces that socket, and
+/// the kernel detaches mounts on a replaced file in every namespace — sshd's lines would go
+/// to the journal. A private tmpfs over the directory, holding a symlink of the same name,
+/// is out of journald's reach.
+fn redirect_dev_log(socket: &Path) -> String {
+    format!(
+        "target=$(readlink -f /dev/log) && dir=$(dirname \"$target\") && \
+         if [ \"$dir\" = /dev ]; then mount --bind {socket} /dev/log; \
+         else mount -t tmpfs -o mode=0755 fenrir-dev-log \"$dir\" && ln -s {socket} \"$target\"; fi && ",
+        socket = socket.display()
+    )
+}
+
 /// A host with systemd has `/dev/log` pointing at journald; a bare container may not. The
-/// bind mount in sshd's namespace needs something there to mount over.
+/// redirection in sshd's namespace needs something there to follow or mount over.
 fn ensure_dev_log() -> anyhow::Result<()> {
     let dev_log = Path::new("/dev/log");
     if dev_log.symlink_metadata().is_err() {
