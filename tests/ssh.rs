@@ -3,6 +3,9 @@
 //! address, user, method and key, is HIGH for an address the user never came from, and is
 //! not when that address is whitelisted — with logins read from the journal and from an
 //! auth.log written by a real rsyslog, in both of its timestamp formats.
+//!
+//! Beyond that: a login read only after a change made elsewhere still raises it, and a change
+//! waiting for its login holds back no other change and survives a crash.
 
 use std::fs;
 use std::path::Path;
@@ -298,4 +301,168 @@ fn logins_from_a_traditional_auth_log_honour_the_environment_whitelist() -> anyh
         return Ok(());
     }
     auth_log_case(true)
+}
+
+/// Where the late-login tests log in from; the other tests' addresses are whitelisted, so
+/// their logins, in a journal shared by every test, raise nothing there.
+const LATE_LOGIN_FROM: &str = "127.0.3.3";
+const LATE_LOGIN_CONFIG: &str = "[rules]\nip_whitelist = [\"127.0.0.0/24\"]\n";
+
+/// Logs in from an address new to the user, makes a change outside SSH right after, and
+/// checks the change is raised for that login although the login is read after the change.
+fn late_login_case(server: &SshServer, sandbox: &Sandbox, sensor: &Sensor) -> anyhow::Result<()> {
+    server.login(LATE_LOGIN_FROM, "true")?;
+    sandbox.install(&PackageSpec::new("fenrir-after-a-login", "1.0"))?;
+    let event = next_install(sensor, "fenrir-after-a-login")?;
+    assert!(
+        event["actor"]["ssh"].is_null() || event["actor"]["ssh"]["client_ip"].is_null(),
+        "not made over SSH: {event:#}"
+    );
+    assert_eq!(event["severity"], "HIGH", "{event:#}");
+    let rule = event["rules"]
+        .as_array()
+        .and_then(|rules| rules.iter().find(|r| r["rule"] == "ssh-unusual-login"))
+        .cloned()
+        .unwrap_or_default();
+    let reason = rule["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(server.user()) && reason.contains(LATE_LOGIN_FROM),
+        "{event:#}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_login_read_after_a_change_from_the_journal_still_raises_it() -> anyhow::Result<()> {
+    if !require_root("the late login test") {
+        return Ok(());
+    }
+    let Some(_journald) = Journald::shared() else {
+        return Ok(());
+    };
+    let Some(server) = SshServer::start(&LogTo::Journal)? else {
+        return Ok(());
+    };
+    let sandbox = Sandbox::new()?;
+    let Some(sensor) = start_sensor(
+        &sandbox,
+        &unique_tag("ssh-late-journal"),
+        &format!("[ssh]\nsource = \"journal\"\n{LATE_LOGIN_CONFIG}"),
+        &[],
+    )?
+    else {
+        return Ok(());
+    };
+    late_login_case(&server, &sandbox, &sensor)
+}
+
+#[test]
+fn a_login_read_after_a_change_from_auth_log_still_raises_it() -> anyhow::Result<()> {
+    if !require_root("the late login test") {
+        return Ok(());
+    }
+    let Some(rsyslog) = Rsyslog::start(false)? else {
+        return Ok(());
+    };
+    let Some(server) = SshServer::start(&LogTo::Socket(rsyslog.socket()))? else {
+        return Ok(());
+    };
+    let sandbox = Sandbox::new()?;
+    // auth.log is read only every 5 s: the change's own wait makes the reader look at once.
+    let config = format!(
+        "[ssh]\nsource = \"auth-log\"\nauth_log = \"{}\"\npoll_interval_ms = 5000\n\
+         [sinks.journald]\nenabled = false\n{LATE_LOGIN_CONFIG}",
+        rsyslog.auth_log().display()
+    );
+    let Some(sensor) = start_sensor(&sandbox, "ssh-late-auth-log", &config, &[])? else {
+        return Ok(());
+    };
+    late_login_case(&server, &sandbox, &sensor)
+}
+
+/// A sensor reading an auth.log that never receives the server's logins.
+fn start_blind_sensor(
+    sandbox: &Sandbox,
+    host: &str,
+    wait_ms: u64,
+) -> anyhow::Result<Option<Sensor>> {
+    let auth_log = sandbox.path().join("elsewhere-auth.log");
+    if !auth_log.exists() {
+        fs::write(&auth_log, "")?;
+    }
+    let config = format!(
+        "[ssh]\nsource = \"auth-log\"\nauth_log = \"{}\"\npoll_interval_ms = 100\n\
+         attribution_wait_ms = {wait_ms}\n[sinks.journald]\nenabled = false\n",
+        auth_log.display()
+    );
+    start_sensor(sandbox, host, &config, &[])
+}
+
+#[test]
+fn a_change_waiting_for_its_login_holds_back_no_other_change() -> anyhow::Result<()> {
+    if !require_root("the held change test") {
+        return Ok(());
+    }
+    let Some(rsyslog) = Rsyslog::start(false)? else {
+        return Ok(());
+    };
+    let Some(server) = SshServer::start(&LogTo::Socket(rsyslog.socket()))? else {
+        return Ok(());
+    };
+    let sandbox = Sandbox::new()?;
+    let Some(sensor) = start_blind_sensor(&sandbox, "ssh-held", 6_000)? else {
+        return Ok(());
+    };
+
+    install_over_ssh(&server, &sandbox, "127.0.0.1", "fenrir-waits-for-login")?;
+    sandbox.install(&PackageSpec::new("fenrir-made-later", "1.0"))?;
+    let first = sensor.next_event(WAIT)?;
+    assert_eq!(
+        first["parsed_data"]["package"], "fenrir-made-later",
+        "the later change went first: {first:#}"
+    );
+    let held = next_install(&sensor, "fenrir-waits-for-login")?;
+    // Its login never came: no address, but the kernel's chain still shows the sshd.
+    assert_eq!(held["ip"], Value::Null, "{held:#}");
+    assert!(held["actor"]["ssh"]["client_ip"].is_null(), "{held:#}");
+    assert!(
+        held["actor"]["ancestry"]
+            .as_array()
+            .is_some_and(|chain| chain.iter().any(|a| a["comm"] == "sshd")),
+        "{held:#}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_crash_while_a_change_waits_for_its_login_loses_nothing() -> anyhow::Result<()> {
+    if !require_root("the held change crash test") {
+        return Ok(());
+    }
+    let Some(rsyslog) = Rsyslog::start(false)? else {
+        return Ok(());
+    };
+    let Some(server) = SshServer::start(&LogTo::Socket(rsyslog.socket()))? else {
+        return Ok(());
+    };
+    let sandbox = Sandbox::new()?;
+    let Some(sensor) = start_blind_sensor(&sandbox, "ssh-held-crash", 60_000)? else {
+        return Ok(());
+    };
+    install_over_ssh(&server, &sandbox, "127.0.0.1", "fenrir-held-at-crash")?;
+    // The safety-net poll saves the checkpoint every second meanwhile.
+    thread::sleep(Duration::from_secs(3));
+    assert!(
+        sensor.drain(Duration::from_millis(100)).is_empty(),
+        "still held"
+    );
+    // Killed without a chance to deliver, as a crash would.
+    drop(sensor);
+
+    let Some(restarted) = start_blind_sensor(&sandbox, "ssh-held-crash", 500)? else {
+        return Ok(());
+    };
+    let event = next_install(&restarted, "fenrir-held-at-crash")?;
+    assert_eq!(event["parsed_data"]["new_version"], "1.0-1", "{event:#}");
+    Ok(())
 }

@@ -22,6 +22,7 @@ use tokio::io::Interest;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
+use crate::attribute::hold::{HoldOptions, HoldQueue};
 use crate::attribute::ssh::{learn_since, SshCorrelator};
 use crate::attribute::Attributor;
 use crate::config::{Config, LogLevel};
@@ -39,7 +40,7 @@ use crate::source::checkpoint::{Checkpoint, CheckpointStore};
 use crate::source::exec::{ExecTracer, LoadError, TracerConfig};
 use crate::source::lock::{dpkg_lock_state, LockState};
 use crate::source::offline::Reconciler;
-use crate::source::ssh::reader::ReaderOptions;
+use crate::source::ssh::reader::{LoginSource, ReaderOptions};
 use crate::source::tail::{Line, Position, StartAt, TailNotice, TailOptions, Tailer};
 
 /// Lines read per batch: bounds memory when starting from the beginning of a long log.
@@ -129,6 +130,8 @@ struct Pipeline {
     too_long: u64,
     /// SSH logins for attribution and correlation; absent with `[ssh] source = "off"`.
     ssh: Option<SshCorrelator>,
+    /// Events waiting for SSH logins still on their way.
+    hold: HoldQueue,
     rules: RuleEngine,
     hooks: Option<Hooks>,
     suppressed: u64,
@@ -179,12 +182,14 @@ impl Pipeline {
             }
             self.free_polls = 0;
         }
-        self.save_checkpoint(self.tailer.position());
+        self.release_waiting();
+        if self.held.is_none() {
+            self.save_checkpoint(self.tailer.position());
+        }
     }
 
     /// Sends changes to the sinks; returns whether every event was taken by some sink.
     fn deliver(&mut self, changes: Vec<PackageChange>) -> bool {
-        let mut all_taken = true;
         for change in changes {
             let mut event = Event::from_change(&change, &self.host, "dpkg");
             if let Some((_, attributor)) = self.kernel.as_mut() {
@@ -193,25 +198,41 @@ impl Pipeline {
                     attributor.note_unpacked(actor, &change.package, change.arch.as_deref());
                 }
             }
-            if !self.judge(&mut event) {
-                continue;
-            }
-            self.events += 1;
-            if !self.dispatcher.dispatch(event) {
-                all_taken = false;
-            }
+            self.hold.push(event, true);
         }
+        let all_taken = self.release_held();
         if !all_taken {
             error!("no sink accepted an event; holding the log until one does");
         }
         all_taken
     }
 
+    /// Judges and dispatches the held events that need not wait any longer; returns whether
+    /// every one was taken by some sink.
+    fn release_held(&mut self) -> bool {
+        let mut all_taken = true;
+        for mut event in self.hold.release(self.ssh.as_mut()) {
+            if !self.judge(&mut event) {
+                continue;
+            }
+            self.events += 1;
+            all_taken &= self.dispatcher.dispatch(event);
+        }
+        all_taken
+    }
+
+    /// Releases held events when a login arrived or their time came, outside a read.
+    fn release_waiting(&mut self) {
+        if !self.release_held() && self.held.is_none() {
+            error!("no sink accepted an event; holding the log until one does");
+            self.held = self.tailer.position();
+        }
+    }
+
     /// Attributes the SSH session, runs the rules and hands the event to the hooks; returns
     /// whether the event is emitted.
     fn judge(&mut self, event: &mut Event) -> bool {
-        if let Some(ssh) = self.ssh.as_mut() {
-            ssh.drain();
+        if let Some(ssh) = self.ssh.as_ref() {
             ssh.attribute(event);
         }
         if self.rules.evaluate(event, self.ssh.as_ref()) == Verdict::Suppress {
@@ -271,6 +292,11 @@ impl Pipeline {
         if self.held.is_some() {
             return;
         }
+        // Changes held for their logins are judged again from the log after a crash.
+        if let Some(position) = self.tailer.position() {
+            self.hold
+                .note_position(position, self.interpreter.saved_state());
+        }
         let changes = self.interpreter.finish();
         let position = self.tailer.position();
         if !self.deliver(changes) {
@@ -294,17 +320,8 @@ impl Pipeline {
         // A run that ended has told all its scripts did; report them now.
         for run in attributor.take_finished() {
             for scripts in &run.scripts {
-                let mut event =
-                    Event::from_scripts(scripts, run.actor.clone(), run.ended, &self.host);
-                if !self.judge(&mut event) {
-                    continue;
-                }
-                self.events += 1;
-                if !self.dispatcher.dispatch(event) {
-                    warn!(
-                        "no sink accepted a maintainer-script event; it is retried with its sink"
-                    );
-                }
+                let event = Event::from_scripts(scripts, run.actor.clone(), run.ended, &self.host);
+                self.hold.push(event, false);
             }
         }
     }
@@ -350,13 +367,21 @@ impl Pipeline {
 
     fn save_checkpoint(&mut self, position: Option<Position>) {
         let Some(position) = position else { return };
+        let transactions = self.interpreter.saved_state();
+        self.hold
+            .note_position(position.clone(), transactions.clone());
+        // Events still held keep the checkpoint before their lines.
+        let (position, transactions) = match self.hold.checkpoint_limit() {
+            Some(limit) => (limit.position.clone(), limit.transactions.clone()),
+            None => (position, transactions),
+        };
         let mut checkpoint = Checkpoint::new(
             self.tailer.path().to_path_buf(),
             position.identity,
             position.fingerprint,
             position.offset,
         );
-        checkpoint.transactions = self.interpreter.saved_state();
+        checkpoint.transactions = transactions;
         if self.saved.as_ref() == Some(&checkpoint) {
             return;
         }
@@ -373,6 +398,28 @@ impl Pipeline {
             Err(err) => warn!(error = %format!("{err:#}"), "failed to save checkpoint"),
         }
     }
+}
+
+/// Starts reading SSH logins from `source`, keeping them for the correlation `window`.
+fn start_ssh(
+    config: &Config,
+    source: &LoginSource,
+    window: Duration,
+) -> anyhow::Result<SshCorrelator> {
+    let options = ReaderOptions {
+        poll_interval: Duration::from_millis(config.ssh.poll_interval_ms),
+        max_line_bytes: config.tail.max_line_bytes,
+        rotated_grace: Duration::from_secs(config.tail.rotated_grace_secs),
+        learn_since: learn_since(&config.ssh),
+    };
+    SshCorrelator::start(
+        &config.ssh,
+        Some(source),
+        config.rules.ip_whitelist.clone(),
+        &config.state_dir,
+        options,
+        window + Duration::from_mins(1),
+    )
 }
 
 /// Starts a directory watch that wakes `notify` whenever the log or a rotation of it changes.
@@ -465,23 +512,14 @@ impl Pipeline {
             )
         });
         let rules = RuleEngine::new(&config.rules);
-        let ssh = match config.ssh.resolve() {
-            Some(source) => {
-                let options = ReaderOptions {
-                    poll_interval: Duration::from_millis(config.ssh.poll_interval_ms),
-                    max_line_bytes: config.tail.max_line_bytes,
-                    rotated_grace: Duration::from_secs(config.tail.rotated_grace_secs),
-                    learn_since: learn_since(&config.ssh),
-                };
-                Some(SshCorrelator::start(
-                    &config.ssh,
-                    Some(&source),
-                    config.rules.ip_whitelist.clone(),
-                    &config.state_dir,
-                    options,
-                    rules.correlation_window() + Duration::from_mins(1),
-                )?)
-            }
+        let source = config.ssh.resolve();
+        let hold = HoldQueue::new(HoldOptions::for_source(
+            &config.ssh,
+            source.as_ref(),
+            config.rules.correlation.enabled,
+        ));
+        let ssh = match source {
+            Some(source) => Some(start_ssh(config, &source, rules.correlation_window())?),
             None => None,
         };
         let journal = OutcomeJournal {
@@ -512,10 +550,15 @@ impl Pipeline {
             events: 0,
             too_long: 0,
             ssh,
+            hold,
             rules,
             hooks,
             suppressed: 0,
         };
+        if let Some(position) = pipeline.tailer.position() {
+            let transactions = pipeline.interpreter.saved_state();
+            pipeline.hold.note_position(position, transactions);
+        }
         pipeline.note(&notices);
         Ok(pipeline)
     }
@@ -548,6 +591,9 @@ impl Pipeline {
         {
             return;
         }
+        if let Some(ssh) = self.ssh.as_mut() {
+            ssh.drain();
+        }
         for mut event in self.offline.reconcile(database, &self.host) {
             if !self.judge(&mut event) {
                 continue;
@@ -562,10 +608,35 @@ impl Pipeline {
         }
     }
 
+    /// Gives held events the time they may still wait for their logins, then judges them all.
+    fn release_before_stop(&mut self) {
+        while let Some(wake) = self.hold.next_wake() {
+            if self.held.is_some() {
+                break;
+            }
+            self.release_waiting();
+            let pause = wake.saturating_duration_since(std::time::Instant::now());
+            std::thread::sleep(pause.min(Duration::from_millis(20)));
+        }
+        if let Some(ssh) = self.ssh.as_mut() {
+            ssh.drain();
+        }
+        for mut event in self.hold.release_all() {
+            if self.judge(&mut event) {
+                self.events += 1;
+                self.dispatcher.dispatch(event);
+            }
+        }
+        if self.held.is_none() && !self.dispatcher.has_unaccepted() {
+            self.save_checkpoint(self.tailer.position());
+        }
+    }
+
     /// Delivers what is already written, closes the sinks and reports what the run did.
     fn stop(mut self) -> RunSummary {
         // Deliver what is already written before stopping, so a restart repeats nothing.
         self.pump();
+        self.release_before_stop();
         if !self.dispatcher.has_unaccepted() {
             self.offline.persist();
         }
@@ -660,6 +731,7 @@ pub async fn run(
     pipeline.pump();
     pipeline.reconcile_offline();
 
+    let ssh_wake = pipeline.ssh.as_ref().map(SshCorrelator::wake);
     let mut poll = tokio::time::interval(config.tail.poll_interval());
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -667,6 +739,10 @@ pub async fn run(
         let retry = pipeline
             .dispatcher
             .next_retry()
+            .map(tokio::time::Instant::from_std);
+        let held = pipeline
+            .hold
+            .next_wake()
             .map(tokio::time::Instant::from_std);
         tokio::select! {
             () = &mut shutdown => break,
@@ -678,17 +754,21 @@ pub async fn run(
                 pipeline.reconcile_offline();
                 pipeline.finish_runs_if_idle();
                 pipeline.check_kernel_drops();
-                if let Some(ssh) = pipeline.ssh.as_mut() {
-                    ssh.drain();
-                }
+                pipeline.release_waiting();
             }
+            () = notified(ssh_wake.as_deref()) => pipeline.release_waiting(),
+            () = sleep_until(held) => pipeline.release_waiting(),
             ready = ring_readable(ring.as_ref()), if ring.is_some() => {
                 if let Ok(mut guard) = ready {
                     guard.clear_ready();
                 }
                 pipeline.drain_kernel();
+                pipeline.release_waiting();
             }
-            _ = kernel_drain.tick(), if pipeline.kernel.is_some() => pipeline.drain_kernel(),
+            _ = kernel_drain.tick(), if pipeline.kernel.is_some() => {
+                pipeline.drain_kernel();
+                pipeline.release_waiting();
+            }
             () = sleep_until(retry) => {
                 pipeline.dispatcher.retry_due();
                 pipeline.pump();
@@ -737,6 +817,14 @@ async fn ring_readable(
 ) -> std::io::Result<AsyncFdReadyGuard<'_, OwnedFd>> {
     match ring {
         Some(ring) => ring.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for a notification, or forever without a notifier.
+async fn notified(notify: Option<&Notify>) {
+    match notify {
+        Some(notify) => notify.notified().await,
         None => std::future::pending().await,
     }
 }

@@ -14,6 +14,7 @@
 //! `null`: no guess is presented as fact.
 
 pub mod history;
+pub mod hold;
 pub mod script;
 pub mod ssh;
 mod users;
