@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::parse::manager::Manager;
 use crate::rule::RulesConfig;
 use crate::sink::hook::HooksConfig;
 use crate::source::ssh::SshConfig;
@@ -30,6 +31,7 @@ pub struct Config {
     /// Read existing log content on a first start instead of starting at its end.
     pub from_start: bool,
     pub dpkg: DpkgConfig,
+    pub managers: ManagersConfig,
     pub sinks: SinksConfig,
     pub ebpf: EbpfConfig,
     pub tail: TailConfig,
@@ -47,6 +49,7 @@ impl Default for Config {
             state_dir: PathBuf::from("/var/lib/fenrir"),
             from_start: false,
             dpkg: DpkgConfig::default(),
+            managers: ManagersConfig::default(),
             sinks: SinksConfig::default(),
             ebpf: EbpfConfig::default(),
             tail: TailConfig::default(),
@@ -74,6 +77,130 @@ impl Default for DpkgConfig {
             log: PathBuf::from("/var/log/dpkg.log"),
             admin_dir: PathBuf::from("/var/lib/dpkg"),
         }
+    }
+}
+
+/// The package managers other than dpkg whose logs are followed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagersConfig {
+    pub dnf: ManagerConfig,
+    pub yum: ManagerConfig,
+    pub zypper: ManagerConfig,
+    pub pacman: ManagerConfig,
+    pub apk: ApkConfig,
+    pub rpm: RpmConfig,
+}
+
+/// rpm run by hand, seen through the rpm database.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RpmConfig {
+    /// Follow the database; it is followed when it exists at start and the kernel tracer
+    /// runs, which alone tells a change rpm made by hand from one of dnf, yum or zypper.
+    pub enabled: bool,
+    /// The root whose database is followed.
+    pub root: PathBuf,
+    /// The database inside the root, and where rpm keeps it when `--dbpath` is not given.
+    pub dbpath: PathBuf,
+}
+
+impl Default for RpmConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            root: PathBuf::from("/"),
+            dbpath: PathBuf::from("/var/lib/rpm"),
+        }
+    }
+}
+
+/// One package manager's log.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagerConfig {
+    /// Follow the log; a log that does not exist yet is waited for.
+    pub enabled: bool,
+    /// The log; the manager's own default when absent.
+    pub log: Option<PathBuf>,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            log: None,
+        }
+    }
+}
+
+/// apk's log, and its database for hosts where apk writes no log.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApkConfig {
+    pub enabled: bool,
+    /// `/var/log/apk.log` when absent.
+    pub log: Option<PathBuf>,
+    /// Followed instead of the log when the log does not exist at start but this does;
+    /// `/lib/apk/db/installed` when absent.
+    pub database: Option<PathBuf>,
+}
+
+impl Default for ApkConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            log: None,
+            database: None,
+        }
+    }
+}
+
+impl ManagersConfig {
+    /// Returns whether `manager`'s log is followed, and the log.
+    #[must_use]
+    pub fn log_of(&self, manager: Manager) -> Option<PathBuf> {
+        let (enabled, log) = match manager {
+            Manager::Dpkg | Manager::Rpm => return None,
+            Manager::Dnf => (self.dnf.enabled, &self.dnf.log),
+            Manager::Yum => (self.yum.enabled, &self.yum.log),
+            Manager::Zypper => (self.zypper.enabled, &self.zypper.log),
+            Manager::Pacman => (self.pacman.enabled, &self.pacman.log),
+            Manager::Apk => (self.apk.enabled, &self.apk.log),
+        };
+        enabled.then(|| {
+            log.clone()
+                .unwrap_or_else(|| Path::new("/").join(manager.default_log()))
+        })
+    }
+
+    /// Returns apk's database.
+    #[must_use]
+    pub fn apk_database(&self) -> PathBuf {
+        self.apk
+            .database
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/lib/apk/db/installed"))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let logs = [
+            ("dnf.log", &self.dnf.log),
+            ("yum.log", &self.yum.log),
+            ("zypper.log", &self.zypper.log),
+            ("pacman.log", &self.pacman.log),
+            ("apk.log", &self.apk.log),
+            ("apk.database", &self.apk.database),
+        ];
+        if !self.rpm.dbpath.is_absolute() || !self.rpm.root.is_absolute() {
+            return Err("key `managers.rpm.root`/`dbpath`: must be absolute paths".into());
+        }
+        for (key, path) in logs {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(format!("key `managers.{key}`: must not be empty"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -346,6 +473,7 @@ impl Config {
         if self.delivery.retry_initial_ms > self.delivery.retry_max_ms {
             return Err("key `delivery.retry_initial_ms`: must not exceed retry_max_ms".into());
         }
+        self.managers.validate()?;
         let store = &self.sinks.store;
         if store.segment_bytes < 64 * 1024 {
             return Err("key `sinks.store.segment_bytes`: must be at least 65536".into());
@@ -475,6 +603,12 @@ from_start = true
 [dpkg]
 log = "/srv/dpkg.log"
 admin_dir = "/srv/admin"
+[managers.dnf]
+log = "/srv/root/var/log/dnf.rpm.log"
+[managers.zypper]
+enabled = false
+[managers.apk]
+database = "/srv/root/lib/apk/db/installed"
 [sinks.json]
 outputs = ["-", "/var/log/fenrir/events.jsonl"]
 [sinks.journald]
@@ -496,6 +630,34 @@ level = "debug"
         assert!(!config.sinks.journald.enabled);
         assert_eq!(config.sinks.store.max_bytes, 10_485_760);
         assert_eq!(config.diagnostics.level, LogLevel::Debug);
+        let managers = &config.managers;
+        assert_eq!(
+            managers.log_of(Manager::Dnf),
+            Some(PathBuf::from("/srv/root/var/log/dnf.rpm.log"))
+        );
+        assert_eq!(managers.log_of(Manager::Zypper), None);
+        assert_eq!(
+            managers.log_of(Manager::Pacman),
+            Some(PathBuf::from("/var/log/pacman.log"))
+        );
+        assert_eq!(
+            managers.apk_database(),
+            PathBuf::from("/srv/root/lib/apk/db/installed")
+        );
+    }
+
+    #[test]
+    fn bad_manager_keys_name_line_and_key() {
+        let err = parse("[managers.dnf]\nlogfile = \"/x\"\n").expect_err("unknown key");
+        assert!(err.contains("line 2") && err.contains("logfile"), "{err}");
+        let err = parse("[managers.portage]\nenabled = true\n").expect_err("unknown manager");
+        assert!(err.contains("line 1") && err.contains("portage"), "{err}");
+        let err = parse("[managers.pacman]\nenabled = \"yes\"\n").expect_err("bad value");
+        assert!(err.contains("line 2"), "{err}");
+        let err = parse("[managers.apk]\ndatabase = \"\"\n").expect_err("empty");
+        assert!(err.contains("managers.apk.database"), "{err}");
+        let err = parse("[managers.rpm]\nroot = \"srv\"\n").expect_err("relative");
+        assert!(err.contains("managers.rpm.root"), "{err}");
     }
 
     #[test]

@@ -37,7 +37,8 @@ enum Command {
     Run(RunArgs),
     /// Print the events of whole log files (plain or .gz, a rotated set in any order)
     #[command(after_help = "\
-Events are attributed from apt's history log: an event whose dpkg line falls inside one apt \
+Each FILE may be a log of dpkg, dnf (dnf.rpm.log), yum, zypper (zypp/history), pacman or apk; \
+its format is told from its first lines. dpkg events are attributed from apt's history log: an event whose dpkg line falls inside one apt \
 run (Start-Date to End-Date) that lists its package gets that run's command and requesting \
 user as its actor; otherwise the actor stays null. Without --apt-history, every \
 apt/history.log* in the directory of each FILE is used, so replaying /var/log/dpkg.log* \

@@ -1,14 +1,15 @@
 //! The running sensor: tail → parse → event → sinks, with a checkpoint after each step.
 //!
 //! In: the configuration and a shutdown signal. Out: events delivered to the sinks as dpkg
-//! writes its log, and a checkpoint in the state directory. State: the tailer, the interpreter
-//! (installs still in progress), the dispatcher, and the position last made durable.
+//! and the other package managers write their logs, and a checkpoint per log in the state
+//! directory. State: the sources (each log's tailer, reader and position last made durable),
+//! the kernel tracer and the dispatcher.
 //!
-//! Wake-ups come from an inotify watch on the log's *directory* — a watch on the file itself
+//! Wake-ups come from an inotify watch on each log's *directory* — a watch on the file itself
 //! goes deaf after rename-and-create rotation — and from a slow safety-net timer. Every wake-up
-//! reads to the end of the log, so notifications that coalesce lose nothing.
+//! reads every log to its end, so notifications that coalesce lose nothing.
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use crate::attribute::ssh::{learn_since, SshCorrelator};
 use crate::attribute::Attributor;
 use crate::config::{Config, LogLevel};
 use crate::event::Event;
-use crate::parse::interpret::LogInterpreter;
+use crate::parse::manager::{Manager, RunStart};
 use crate::parse::PackageChange;
 use crate::rule::{RuleEngine, Verdict};
 use crate::sink::dispatch::{DispatchOptions, Dispatcher, SinkStats};
@@ -36,20 +37,15 @@ use crate::sink::journald::JournaldSink;
 use crate::sink::json::JsonSink;
 use crate::sink::store::{CoverageWatch, StoreOptions, StoreSink};
 use crate::sink::Sink;
-use crate::source::checkpoint::{Checkpoint, CheckpointStore};
+use crate::source::database::DatabaseKind;
 use crate::source::exec::{ExecTracer, LoadError, TracerConfig};
+use crate::source::followed::{
+    rpm_locks_for, Delivery, FollowOptions, RunEnd, Source, SourceSpec, SourceTag,
+};
 use crate::source::lock::{dpkg_lock_state, LockState};
-use crate::source::offline::Reconciler;
+use crate::source::offline::{Reconciler, OFFLINE};
 use crate::source::ssh::reader::{LoginSource, ReaderOptions};
-use crate::source::tail::{Line, Position, StartAt, TailNotice, TailOptions, Tailer};
-
-/// Lines read per batch: bounds memory when starting from the beginning of a long log.
-const BATCH_LINES: usize = 1024;
-
-/// How many consecutive polls must find the dpkg database unlocked before installs still in
-/// progress are judged: a script running `dpkg --unpack` then `dpkg --configure` releases the
-/// lock for an instant between the two.
-const FREE_POLLS_BEFORE_FINISH: u32 = 2;
+use crate::source::tail::{Position, StartAt, TailOptions};
 
 /// What a run did, reported when it stops.
 #[derive(Debug, Clone, Default)]
@@ -104,30 +100,21 @@ pub fn store_dir(state_dir: &Path) -> PathBuf {
 
 /// The pipeline's state between wake-ups.
 struct Pipeline {
-    tailer: Tailer,
+    /// dpkg's log first, then every other manager's.
+    sources: Vec<Source>,
     /// The kernel exec stream and what it says about the followed log; absent in log-only mode.
     kernel: Option<(ExecTracer, Attributor)>,
     /// The kernel's drop counter when last looked at.
     dropped: u64,
-    interpreter: LogInterpreter,
     dispatcher: Dispatcher,
-    store: CheckpointStore,
     host: String,
+    /// dpkg's admin directory, whose lock tells when the offline comparison may run.
     admin_dir: PathBuf,
-    /// Lines read but not yet handled, because delivery is held.
-    queued: VecDeque<Line>,
-    /// The position after the line whose events no sink has taken yet.
-    held: Option<Position>,
-    saved: Option<Checkpoint>,
-    free_polls: u32,
-    /// Whether the last read of the log failed, so the failure is reported once.
-    read_failing: bool,
     /// What changed in dpkg's database while the sensor was down.
     offline: Reconciler,
     /// What the event store covers, when there is one.
     coverage: Option<CoverageWatch>,
     events: u64,
-    too_long: u64,
     /// SSH logins for attribution and correlation; absent with `[ssh] source = "off"`.
     ssh: Option<SshCorrelator>,
     /// Events waiting for SSH logins still on their way.
@@ -138,67 +125,41 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    /// Reads and handles everything available; stops early while delivery is held.
-    ///
-    /// A read error (the log unreadable for a moment) is reported once and retried on the next
-    /// wake-up; nothing already read is lost and the sensor keeps running.
+    /// Reads and handles everything available in every source; a source whose delivery is
+    /// held stops early and keeps its place.
     fn pump(&mut self) {
-        loop {
-            if !self.release_hold() {
-                return;
-            }
-            let Some(line) = self.queued.pop_front() else {
-                let (lines, notices) = match self.tailer.read_lines(BATCH_LINES) {
-                    Ok(read) => read,
-                    Err(err) => {
-                        if !self.read_failing {
-                            let path = self.tailer.path().display().to_string();
-                            error!(path, error = %err, "cannot read the log; retrying");
-                            self.read_failing = true;
-                        }
-                        return;
-                    }
-                };
-                if std::mem::take(&mut self.read_failing) {
-                    info!(path = %self.tailer.path().display(), "log readable again");
-                }
-                self.note(&notices);
-                if lines.is_empty() {
-                    break;
-                }
-                // The writer's exec record reached the ring buffer before its first line did.
-                self.drain_kernel();
-                self.queued.extend(lines);
-                continue;
-            };
-
-            self.offline.observe(&line.bytes);
-            let changes = self
-                .interpreter
-                .line(&line.bytes, self.tailer.path(), line.line_no);
-            if !self.deliver(changes) {
-                self.held = Some(line.position);
-                return;
-            }
-            self.free_polls = 0;
+        let mut sources = std::mem::take(&mut self.sources);
+        for source in &mut sources {
+            source.pump(self);
         }
+        self.sources = sources;
+        // Maintainer-script summaries collected with the lines may be ready.
         self.release_waiting();
-        if self.held.is_none() {
-            self.save_checkpoint(self.tailer.position());
-        }
     }
 
     /// Sends changes to the sinks; returns whether every event was taken by some sink.
-    fn deliver(&mut self, changes: Vec<PackageChange>) -> bool {
+    /// `offline` marks changes a database showed were made while the sensor was down.
+    fn deliver(&mut self, source: SourceTag, changes: Vec<PackageChange>, offline: bool) -> bool {
         for change in changes {
-            let mut event = Event::from_change(&change, &self.host, "dpkg");
+            let mut event = Event::from_change(&change, &self.host, source.manager.as_str());
+            if offline {
+                event.observed = Some(OFFLINE.to_owned());
+                event.description.push_str(" while the sensor was down");
+            }
             if let Some((_, attributor)) = self.kernel.as_mut() {
-                event.actor = attributor.actor_for_line(change.timestamp);
-                if let (Some(actor), true) = (&event.actor, change.category.unpacks()) {
+                event.actor = attributor.actor_for_change(source, change.timestamp);
+                let is_dpkg = source.manager == Manager::Dpkg;
+                if let (Some(actor), true) = (&event.actor, is_dpkg && change.category.unpacks()) {
                     attributor.note_unpacked(actor, &change.package, change.arch.as_deref());
                 }
             }
-            self.hold.push(event, true);
+            // The rpm database also changes under dnf, yum and zypper, whose logs report it:
+            // only a change an rpm run by hand made is rpm's.
+            if source.manager == Manager::Rpm && event.actor.is_none() {
+                debug!(package = %change.package, "rpm database change made by another manager");
+                continue;
+            }
+            self.hold.push(event, Some(source.index));
         }
         let all_taken = self.release_held();
         if !all_taken {
@@ -208,24 +169,30 @@ impl Pipeline {
     }
 
     /// Judges and dispatches the held events that need not wait any longer; returns whether
-    /// every one was taken by some sink.
+    /// every one was taken by some sink. One no sink took keeps its source's checkpoint
+    /// before its line until the sinks have taken it.
     fn release_held(&mut self) -> bool {
         let mut all_taken = true;
-        for mut event in self.hold.release(self.ssh.as_mut()) {
+        for released in self.hold.release(self.ssh.as_mut()) {
+            let mut event = released.event;
             if !self.judge(&mut event) {
                 continue;
             }
             self.events += 1;
-            all_taken &= self.dispatcher.dispatch(event);
+            if !self.dispatcher.dispatch(event) {
+                all_taken = false;
+                if let Some(pin) = released.pin {
+                    self.hold.pin(pin);
+                }
+            }
         }
         all_taken
     }
 
     /// Releases held events when a login arrived or their time came, outside a read.
     fn release_waiting(&mut self) {
-        if !self.release_held() && self.held.is_none() {
-            error!("no sink accepted an event; holding the log until one does");
-            self.held = self.tailer.position();
+        if !self.release_held() {
+            error!("no sink accepted an event; it is retried with its sink");
         }
     }
 
@@ -252,58 +219,18 @@ impl Pipeline {
 
     /// Retries a held delivery; returns whether reading may go on.
     fn release_hold(&mut self) -> bool {
-        let Some(position) = self.held.clone() else {
-            return true;
-        };
         self.dispatcher.retry_due();
-        if self.dispatcher.has_unaccepted() {
-            return false;
-        }
-        info!("a sink accepted the held event; reading resumes");
-        self.held = None;
-        self.save_checkpoint(Some(position));
-        true
+        !self.dispatcher.has_unaccepted()
     }
 
-    /// Judges installs still in progress once no package manager holds the database.
+    /// Settles changes still waiting (installs in progress) once no package manager holds
+    /// their database.
     fn finish_runs_if_idle(&mut self) {
-        if !self.interpreter.has_pending() || self.held.is_some() {
-            return;
+        let mut sources = std::mem::take(&mut self.sources);
+        for source in &mut sources {
+            source.finish_if_idle(self);
         }
-        match dpkg_lock_state(&self.admin_dir) {
-            Ok(LockState::Free) => self.free_polls += 1,
-            Ok(LockState::Held { pid }) => {
-                debug!(?pid, "dpkg database locked; installs still in progress");
-                self.free_polls = 0;
-                return;
-            }
-            Err(err) => {
-                // Without the lock the end of a run is inferred from silence alone.
-                debug!(error = %err, "cannot query the dpkg lock");
-                self.free_polls += 1;
-            }
-        }
-        if self.free_polls < FREE_POLLS_BEFORE_FINISH {
-            return;
-        }
-
-        // The last lines of the run may have landed since the previous read.
-        self.pump();
-        if self.held.is_some() {
-            return;
-        }
-        // Changes held for their logins are judged again from the log after a crash.
-        if let Some(position) = self.tailer.position() {
-            self.hold
-                .note_position(position, self.interpreter.saved_state());
-        }
-        let changes = self.interpreter.finish();
-        let position = self.tailer.position();
-        if !self.deliver(changes) {
-            self.held = position;
-            return;
-        }
-        self.save_checkpoint(position);
+        self.sources = sources;
     }
 
     /// Moves every waiting kernel record into the attributor.
@@ -321,7 +248,7 @@ impl Pipeline {
         for run in attributor.take_finished() {
             for scripts in &run.scripts {
                 let event = Event::from_scripts(scripts, run.actor.clone(), run.ended, &self.host);
-                self.hold.push(event, false);
+                self.hold.push(event, None);
             }
         }
     }
@@ -344,45 +271,21 @@ impl Pipeline {
             Err(err) => debug!(error = %err, "cannot read the kernel drop counter"),
         }
     }
+}
 
-    fn note(&mut self, notices: &[TailNotice]) {
-        let path = self.tailer.path().display().to_string();
-        for notice in notices {
-            match notice {
-                TailNotice::Rotated => info!(path, "log rotated; following the new file"),
-                TailNotice::Truncated => info!(path, "log truncated; reading it from the start"),
-                TailNotice::LineTooLong { bytes } => {
-                    self.too_long += 1;
-                    debug!(path, bytes, "skipping over-long line");
-                }
-                TailNotice::RetiredWithPartialLine { bytes } => {
-                    warn!(
-                        path,
-                        bytes, "rotated log ended in a partial line; dropping it"
-                    );
-                }
-            }
+impl Delivery for Pipeline {
+    fn before_lines(&mut self) {
+        self.drain_kernel();
+    }
+
+    fn observe_line(&mut self, source: SourceTag, line: &[u8]) {
+        if source.manager == Manager::Dpkg {
+            self.offline.observe(line);
         }
     }
 
-    fn save_checkpoint(&mut self, position: Option<Position>) {
-        let Some(position) = position else { return };
-        let transactions = self.interpreter.saved_state();
-        self.hold
-            .note_position(position.clone(), transactions.clone());
-        // Events still held keep the checkpoint before their lines.
-        let (position, transactions) = match self.hold.checkpoint_limit() {
-            Some(limit) => (limit.position.clone(), limit.transactions.clone()),
-            None => (position, transactions),
-        };
-        let mut checkpoint = Checkpoint::new(
-            self.tailer.path().to_path_buf(),
-            position.identity,
-            position.fingerprint,
-            position.offset,
-        );
-        checkpoint.transactions = transactions;
-        if self.saved.as_ref() == Some(&checkpoint) {
+    fn before_checkpoint(&mut self, source: SourceTag) {
+        if source.manager != Manager::Dpkg {
             return;
         }
         // The snapshot must not be older than the position.
@@ -392,12 +295,95 @@ impl Pipeline {
         if !self.dispatcher.has_unaccepted() {
             self.offline.persist();
         }
-        match self.store.save(&checkpoint) {
-            Ok(()) => self.saved = Some(checkpoint),
-            // Events are already out; a stale checkpoint only risks repeats after a crash.
-            Err(err) => warn!(error = %format!("{err:#}"), "failed to save checkpoint"),
+    }
+
+    fn run_started(&mut self, source: SourceTag, start: &RunStart) {
+        if let Some((_, attributor)) = self.kernel.as_mut() {
+            attributor.run_started(source, start);
         }
     }
+
+    fn deliver(&mut self, source: SourceTag, changes: Vec<PackageChange>) -> bool {
+        Pipeline::deliver(self, source, changes, false)
+    }
+
+    fn deliver_offline(&mut self, source: SourceTag, changes: Vec<PackageChange>) -> bool {
+        Pipeline::deliver(self, source, changes, true)
+    }
+
+    fn is_released(&mut self) -> bool {
+        self.release_hold()
+    }
+
+    fn note_position(
+        &mut self,
+        source: SourceTag,
+        position: &Position,
+        transactions: Option<&serde_json::Value>,
+    ) {
+        self.hold
+            .note_position(source.index, position, transactions);
+    }
+
+    fn checkpoint_limit(
+        &mut self,
+        source: SourceTag,
+    ) -> Option<(Position, Option<serde_json::Value>)> {
+        if !self.dispatcher.has_unaccepted() {
+            self.hold.unpin_all();
+        }
+        self.hold
+            .checkpoint_limit(source.index)
+            .map(|limit| (limit.position.clone(), limit.transactions.clone()))
+    }
+
+    fn is_settled(&mut self, source: SourceTag) -> bool {
+        self.hold.is_settled(source.index)
+    }
+}
+
+/// Returns every source the configuration asks for: dpkg's log first, then each other
+/// manager's. rpm's database is only followed with the kernel tracer, which alone tells a
+/// change rpm made by hand from one dnf, yum or zypper made and logged.
+fn source_specs(config: &Config, has_tracer: bool) -> Vec<SourceSpec> {
+    let mut specs = vec![SourceSpec {
+        manager: Manager::Dpkg,
+        log: Some(config.dpkg.log.clone()),
+        database: None,
+        run_end: RunEnd::DpkgLock(config.dpkg.admin_dir.clone()),
+    }];
+    for manager in Manager::OTHERS {
+        let Some(log) = config.managers.log_of(manager) else {
+            continue;
+        };
+        let run_end = match manager {
+            Manager::Dnf => RunEnd::RpmLock(rpm_locks_for(&log)),
+            _ => RunEnd::Quiet,
+        };
+        let database = (manager == Manager::Apk).then(|| DatabaseKind::Apk {
+            file: config.managers.apk_database(),
+        });
+        specs.push(SourceSpec {
+            manager,
+            log: Some(log),
+            database,
+            run_end,
+        });
+    }
+    let rpm = &config.managers.rpm;
+    let database = DatabaseKind::Rpm {
+        root: rpm.root.clone(),
+        dbpath: rpm.dbpath.clone(),
+    };
+    if rpm.enabled && has_tracer && database.path().is_dir() {
+        specs.push(SourceSpec {
+            manager: Manager::Rpm,
+            log: None,
+            database: Some(database),
+            run_end: RunEnd::Quiet,
+        });
+    }
+    specs
 }
 
 /// Starts reading SSH logins from `source`, keeping them for the correlation `window`.
@@ -422,29 +408,36 @@ fn start_ssh(
     )
 }
 
-/// Starts a directory watch that wakes `notify` whenever the log or a rotation of it changes.
-fn watch_log_directory(
-    log: &Path,
+/// Starts one directory watch that wakes `notify` whenever a followed file or a rotation of
+/// it changes. Directories that do not exist are left to the poll.
+fn watch_log_directories(
+    files: &[PathBuf],
     wake: Arc<Notify>,
 ) -> anyhow::Result<notify::RecommendedWatcher> {
-    let name = log
-        .file_name()
-        .map(std::ffi::OsStr::to_os_string)
-        .unwrap_or_default();
-    let dir = match log.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let mut names: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+    for file in files {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dir = match file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        names.entry(dir).or_default().push(name);
+    }
+    let wanted: Vec<String> = names.values().flatten().cloned().collect();
     let mut watcher = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
         let relevant = match &result {
-            // The directory of /var/log is busy; only the log and its rotations matter.
+            // The directory of /var/log is busy; only the logs and their rotations matter.
             Ok(event) => {
                 event.paths.is_empty()
                     || event.paths.iter().any(|p| {
                         p.file_name().is_some_and(|n| {
-                            n == name.as_os_str()
-                                || n.to_string_lossy()
-                                    .starts_with(&format!("{}.", name.to_string_lossy()))
+                            let n = n.to_string_lossy();
+                            wanted
+                                .iter()
+                                .any(|name| n == *name || n.starts_with(&format!("{name}.")))
                         })
                     })
             }
@@ -455,16 +448,24 @@ fn watch_log_directory(
         }
     })
     .context("failed to create a file-system watcher")?;
-    watcher
-        .watch(&dir, RecursiveMode::NonRecursive)
-        .with_context(|| format!("failed to watch {}", dir.display()))?;
+    for dir in names.keys() {
+        match watcher.watch(dir, RecursiveMode::NonRecursive) {
+            Ok(()) => {}
+            Err(err) if !dir.exists() => {
+                debug!(dir = %dir.display(), error = %err, "no such directory to watch; polling it");
+            }
+            Err(err) => {
+                return Err(err).with_context(|| format!("failed to watch {}", dir.display()))
+            }
+        }
+    }
     Ok(watcher)
 }
 
 impl Pipeline {
-    /// Sets up every stage from the configuration: checkpoint, tail, interpreter and sinks.
+    /// Sets up every stage from the configuration: sources (tail, checkpoint, reader), the
+    /// kernel attribution and the sinks.
     fn start(config: &Config, host: String, tracer: Option<ExecTracer>) -> anyhow::Result<Self> {
-        let log = config.dpkg.log.clone();
         std::fs::create_dir_all(&config.state_dir).with_context(|| {
             format!(
                 "failed to create state directory {}",
@@ -472,27 +473,25 @@ impl Pipeline {
             )
         })?;
 
-        let store = CheckpointStore::for_log(&config.state_dir, &log);
-        let checkpoint = store.load().unwrap_or_else(|err| {
-            warn!(error = %format!("{err:#}"), "checkpoint unusable; starting at the end of the log");
-            None
-        });
-
-        let options = TailOptions {
-            max_line_bytes: config.tail.max_line_bytes,
-            rotated_grace: Duration::from_secs(config.tail.rotated_grace_secs),
-            start_at: if config.from_start {
-                StartAt::Beginning
-            } else {
-                StartAt::End
+        let options = FollowOptions {
+            state_dir: config.state_dir.clone(),
+            tail: TailOptions {
+                max_line_bytes: config.tail.max_line_bytes,
+                rotated_grace: Duration::from_secs(config.tail.rotated_grace_secs),
+                start_at: if config.from_start {
+                    StartAt::Beginning
+                } else {
+                    StartAt::End
+                },
             },
         };
-        let (tailer, notices) = Tailer::open(log.clone(), checkpoint.as_ref(), options)
-            .with_context(|| format!("failed to open {}", log.display()))?;
+        let mut sources = Vec::new();
+        for spec in source_specs(config, tracer.is_some()) {
+            sources.push(spec.open(sources.len(), &options)?);
+        }
 
-        // The store holds every line's event since the last break in reading the log.
-        let continuous =
-            checkpoint.is_some() && (notices.is_empty() || tailer.is_draining_rotated());
+        // The store holds every line's event since the last break in reading dpkg's log.
+        let continuous = sources.first().is_some_and(Source::is_continuous);
         let coverage = CoverageWatch::for_config(config, continuous);
 
         let delivery = &config.delivery;
@@ -504,12 +503,12 @@ impl Pipeline {
                 retry_max: Duration::from_millis(delivery.retry_max_ms),
             },
         );
-        let saved_transactions = checkpoint.as_ref().and_then(|c| c.transactions.as_ref());
         let kernel = tracer.map(|tracer| {
-            (
-                tracer,
-                Attributor::new(&config.dpkg.log, &config.dpkg.admin_dir),
-            )
+            let mut attributor = Attributor::new(&config.dpkg.log, &config.dpkg.admin_dir);
+            for source in &sources {
+                attributor.follow(source.tag(), source.path(), &config.managers.rpm.dbpath);
+            }
+            (tracer, attributor)
         });
         let rules = RuleEngine::new(&config.rules);
         let source = config.ssh.resolve();
@@ -531,50 +530,45 @@ impl Pipeline {
             host: host.clone(),
         };
         let hooks = Hooks::start(&config.hooks, &journal).context("failed to start the hooks")?;
-        let mut pipeline = Self {
-            tailer,
+        Ok(Self {
+            sources,
             kernel,
             dropped: 0,
-            interpreter: LogInterpreter::resume(saved_transactions),
             dispatcher,
-            store,
             host,
             admin_dir: config.dpkg.admin_dir.clone(),
-            queued: VecDeque::new(),
-            held: None,
-            saved: checkpoint,
-            free_polls: 0,
-            read_failing: false,
-            offline: Reconciler::start(&config.state_dir, &config.dpkg.admin_dir, &log),
+            offline: Reconciler::start(&config.state_dir, &config.dpkg.admin_dir, &config.dpkg.log),
             coverage,
             events: 0,
-            too_long: 0,
             ssh,
             hold,
             rules,
             hooks,
             suppressed: 0,
-        };
-        if let Some(position) = pipeline.tailer.position() {
-            let transactions = pipeline.interpreter.saved_state();
-            pipeline.hold.note_position(position, transactions);
-        }
-        pipeline.note(&notices);
-        Ok(pipeline)
+        })
     }
 
     /// Compares dpkg's database with the snapshot of the last run, once per start, at a
     /// moment when no package manager holds the database and the log is read to its end.
     fn reconcile_offline(&mut self) {
-        if !self.offline.is_due() || self.held.is_some() {
+        let dpkg_held = |pipeline: &Self| pipeline.sources.first().is_some_and(Source::is_held);
+        if !self.offline.is_due() || dpkg_held(self) {
             return;
         }
         let is_free = |dir: &Path| !matches!(dpkg_lock_state(dir), Ok(LockState::Held { .. }));
         if !is_free(&self.admin_dir) {
             return;
         }
+        let dpkg_read = |pipeline: &Self| {
+            let stats = pipeline
+                .sources
+                .first()
+                .map(Source::stats)
+                .unwrap_or_default();
+            (stats.lines, stats.malformed)
+        };
         self.pump();
-        let read = (self.interpreter.stats().lines, self.too_long);
+        let read = dpkg_read(self);
         let database = match crate::parse::status::read_database(&self.admin_dir) {
             Ok((database, _)) => database,
             Err(err) => {
@@ -585,10 +579,7 @@ impl Pipeline {
         };
         // A run that started meanwhile may have changed the database ahead of its log lines.
         self.pump();
-        if read != (self.interpreter.stats().lines, self.too_long)
-            || self.held.is_some()
-            || !is_free(&self.admin_dir)
-        {
+        if read != dpkg_read(self) || dpkg_held(self) || !is_free(&self.admin_dir) {
             return;
         }
         if let Some(ssh) = self.ssh.as_mut() {
@@ -608,28 +599,16 @@ impl Pipeline {
         }
     }
 
-    /// Gives held events the time they may still wait for their logins, then judges them all.
+    /// Gives held events the time they may still wait for their logins, then lets everything
+    /// go and reads once more, so that every checkpoint moves past what was delivered.
     fn release_before_stop(&mut self) {
         while let Some(wake) = self.hold.next_wake() {
-            if self.held.is_some() {
-                break;
-            }
             self.release_waiting();
             let pause = wake.saturating_duration_since(std::time::Instant::now());
             std::thread::sleep(pause.min(Duration::from_millis(20)));
         }
-        if let Some(ssh) = self.ssh.as_mut() {
-            ssh.drain();
-        }
-        for mut event in self.hold.release_all() {
-            if self.judge(&mut event) {
-                self.events += 1;
-                self.dispatcher.dispatch(event);
-            }
-        }
-        if self.held.is_none() && !self.dispatcher.has_unaccepted() {
-            self.save_checkpoint(self.tailer.position());
-        }
+        self.hold.close();
+        self.pump();
     }
 
     /// Delivers what is already written, closes the sinks and reports what the run did.
@@ -646,10 +625,13 @@ impl Pipeline {
         if let Some(hooks) = self.hooks.take() {
             hooks.close(Duration::from_secs(5));
         }
-        let stats = self.interpreter.stats();
+        let (lines, malformed) = self.sources.iter().fold((0, 0), |(lines, malformed), s| {
+            let stats = s.stats();
+            (lines + stats.lines, malformed + stats.malformed)
+        });
         let summary = RunSummary {
-            lines: stats.lines,
-            malformed: stats.malformed + self.too_long,
+            lines,
+            malformed,
             events: self.events,
             sinks: self.dispatcher.close(),
         };
@@ -691,7 +673,12 @@ pub async fn run(
 ) -> anyhow::Result<RunSummary> {
     // The watch comes first so that nothing written while the tail opens goes unnoticed.
     let wake = Arc::new(Notify::new());
-    let _watcher = match watch_log_directory(&config.dpkg.log, Arc::clone(&wake)) {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for spec in source_specs(config, config.ebpf.enabled) {
+        files.extend(spec.database.iter().flat_map(DatabaseKind::watched_files));
+        files.extend(spec.log);
+    }
+    let _watcher = match watch_log_directories(&files, Arc::clone(&wake)) {
         Ok(watcher) => Some(watcher),
         Err(err) => {
             warn!(error = %format!("{err:#}"), "no file-system watch; polling only");
@@ -721,10 +708,18 @@ pub async fn run(
         }
         None => None,
     };
+    for source in &pipeline.sources {
+        info!(
+            manager = %source.tag().manager,
+            path = %source.path().display(),
+            present = source.path().exists(),
+            "following"
+        );
+    }
     info!(
         log = %config.dpkg.log.display(),
         state_dir = %config.state_dir.display(),
-        resumed = pipeline.saved.is_some(),
+        resumed = pipeline.sources.iter().any(Source::is_resumed),
         attribution = pipeline.kernel.is_some(),
         "sensor ready"
     );

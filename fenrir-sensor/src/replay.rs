@@ -1,16 +1,19 @@
-//! Reads whole dpkg logs — plain or gzip, a rotated set in any order — into events.
+//! Reads whole package-manager logs — plain or gzip, a rotated set in any order — into events.
 //!
 //! In: file paths, and apt's history logs of the same host. Out: one JSON line per event on a
-//! writer, oldest file first, each file in line order, with default severities. State: one
-//! interpreter across all files, so an install unpacked at the end of one file and configured
-//! at the start of the next is judged once; the history entries, indexed by start time.
+//! writer, oldest file first, each file in line order, with default severities. Each file's
+//! format (dpkg.log, dnf.rpm.log, yum.log, zypper's history, pacman.log, apk.log) is told from
+//! its first lines; the dpkg logs come first, then each other format's files. State: one reader
+//! per format across all its files, so an install unpacked at the end of one file and
+//! configured at the start of the next is judged once; the history entries, indexed by start
+//! time.
 //!
 //! Past changes have no kernel record, so their actor comes from apt's own history: an event
 //! whose dpkg line falls inside one apt run's window and whose package that run lists gets
 //! the run's command and requesting user. Anything else keeps a `null` actor.
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::ops::Range;
@@ -27,6 +30,7 @@ use crate::event::{escape_control, local_rfc3339, Event};
 use crate::parse::apt_history::{self, AptHistoryEntry, AptHistoryError, AptHistoryIndex};
 use crate::parse::dpkg::{parse_line, LogLine, ParseError};
 use crate::parse::interpret::{InterpretStats, LogInterpreter};
+use crate::parse::manager::LogFormat;
 use crate::parse::PackageChange;
 
 /// Longest line kept; longer ones are counted as malformed.
@@ -222,7 +226,35 @@ struct ParsedLine {
     parsed: Result<LogLine, ParseError>,
 }
 
-/// Writes the events of `paths` to `out` as JSON lines.
+/// Tells the format of a log from its first lines; a file of no known format is read as
+/// dpkg.log, whose reader counts every line it cannot read.
+fn detect_format(path: &Path) -> Result<LogFormat, ReplayError> {
+    let mut reader = open_log(path).map_err(|source| ReplayError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut head = Vec::new();
+    let mut line = Vec::new();
+    for _ in 0..200 {
+        line.clear();
+        match read_bounded_line(reader.as_mut(), &mut line, MAX_LINE_BYTES) {
+            Ok(0) => break,
+            Ok(_) => head.push(line.clone()),
+            Err(source) => {
+                return Err(ReplayError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+    let format = LogFormat::detect(head.iter().map(Vec::as_slice)).unwrap_or(LogFormat::Dpkg);
+    debug!(path = %path.display(), %format, "log format");
+    Ok(format)
+}
+
+/// Writes the events of `paths` to `out` as JSON lines: the dpkg logs first, then the logs
+/// of each other format.
 ///
 /// # Errors
 /// An unreadable file stops the replay with its path; malformed lines never do.
@@ -232,12 +264,80 @@ pub fn replay(
     history: &AptHistoryIndex,
     out: &mut dyn Write,
 ) -> Result<ReplayStats, ReplayError> {
-    let mut out = BufWriter::with_capacity(256 * 1024, out);
-    let stats = for_each_event(paths, host, history, Unfinished::Judge, |event| {
-        write_event(&event, &mut out)
-    })?;
-    out.flush().map_err(ReplayError::Write)?;
+    let mut groups: BTreeMap<LogFormat, Vec<PathBuf>> = BTreeMap::new();
+    for path in paths {
+        groups
+            .entry(detect_format(path)?)
+            .or_default()
+            .push(path.clone());
+    }
+    let mut stats = ReplayStats::default();
+    for (format, paths) in groups {
+        let group = if format == LogFormat::Dpkg {
+            let mut out = BufWriter::with_capacity(256 * 1024, &mut *out);
+            let stats = for_each_event(&paths, host, history, Unfinished::Judge, |event| {
+                write_event(&event, &mut out)
+            })?;
+            out.flush().map_err(ReplayError::Write)?;
+            stats
+        } else {
+            replay_other(format, &paths, host, out)?
+        };
+        stats.interpret.lines += group.interpret.lines;
+        stats.interpret.malformed += group.interpret.malformed;
+        stats.interpret.changes += group.interpret.changes;
+        stats.attributed += group.attributed;
+    }
     Ok(stats)
+}
+
+/// Replays logs of a format other than dpkg's, oldest first. Their past has no kernel record
+/// and no apt history, so every actor is `null`.
+fn replay_other(
+    format: LogFormat,
+    paths: &[PathBuf],
+    host: &str,
+    out: &mut dyn Write,
+) -> Result<ReplayStats, ReplayError> {
+    let mut reader = format.reader(None);
+    let manager = format.manager();
+    let mut out = BufWriter::with_capacity(256 * 1024, out);
+    let mut line = Vec::new();
+    for path in chronological(paths) {
+        let read_error = |source| ReplayError::Read {
+            path: path.clone(),
+            source,
+        };
+        let mut input = open_log(&path).map_err(read_error)?;
+        reader.begin_file(&path);
+        let mut line_no = 0_u64;
+        loop {
+            line.clear();
+            if read_bounded_line(input.as_mut(), &mut line, MAX_LINE_BYTES).map_err(read_error)?
+                == 0
+            {
+                break;
+            }
+            line_no += 1;
+            for change in reader.line(&line, &path, line_no) {
+                write_event(
+                    &Event::from_change(&change, host, manager.as_str()),
+                    &mut out,
+                )?;
+            }
+        }
+    }
+    for change in reader.finish() {
+        write_event(
+            &Event::from_change(&change, host, manager.as_str()),
+            &mut out,
+        )?;
+    }
+    out.flush().map_err(ReplayError::Write)?;
+    Ok(ReplayStats {
+        interpret: reader.stats(),
+        attributed: 0,
+    })
 }
 
 /// What to do at the end of the input with installs that have not reached the installed

@@ -1,10 +1,12 @@
 //! Support for Fenrir's end-to-end tests: real components started on demand.
 //!
 //! Each module starts or drives one real component the tests need and cleans up after it:
-//! [`dpkg`] a sandboxed dpkg, [`journald`] a systemd-journald, [`sensor`] the sensor binary,
-//! [`sshd`] an OpenSSH server with a test user and an rsyslog.
+//! [`dpkg`] a sandboxed dpkg, [`managers`] sandboxed dnf, zypper and pacman, [`journald`] a
+//! systemd-journald, [`sensor`] the sensor binary, [`sshd`] an OpenSSH server with a test user
+//! and an rsyslog.
 
 pub mod dpkg;
 pub mod journald;
+pub mod managers;
 pub mod sensor;
 pub mod sshd;

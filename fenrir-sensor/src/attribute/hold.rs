@@ -6,8 +6,9 @@
 //! auth.log or the journal a moment after the change still counts for `ssh-unusual-login` —
 //! and, for a change made in an SSH session whose login has not been read, once that login is
 //! read; never later than `wait` after the change was read. State: the held events in the
-//! order they came, and resume points: log positions with the interpreter's state there, from
-//! which a restart would read every held event's line again.
+//! order they came, and per followed source resume points: log positions with the reader's
+//! state there, from which a restart would read every held event's line again. A released
+//! event no sink took keeps its point pinned until the sinks have taken everything.
 //!
 //! Only the events that wait are held back. Events of other dpkg runs overtake them; events
 //! of one run (one dpkg process, or none) leave in the order they came, so a run's
@@ -47,11 +48,27 @@ pub struct HoldOptions {
     pub capacity: usize,
 }
 
-/// A log position to resume from and the interpreter's saved state there.
+/// A log position to resume from and the reader's saved state there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResumePoint {
     pub position: Position,
     pub transactions: Option<Value>,
+    source: usize,
+    seq: u64,
+}
+
+/// An event leaving the queue, with the resume point it still needs while no sink has
+/// taken it.
+#[derive(Debug)]
+pub struct Released {
+    pub event: Event,
+    pub pin: Option<Pin>,
+}
+
+/// A resume point a released event needs until the sinks take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pin {
+    source: usize,
     seq: u64,
 }
 
@@ -60,12 +77,23 @@ struct Held {
     event: Event,
     /// The dpkg process that wrote the change; events of one run keep their order.
     run: Option<u64>,
+    /// The followed source the event came from.
+    source: Option<usize>,
     ancestry: Ancestry,
     read_at: Instant,
     /// Whether the event waits for the reader to pass `read_at + log_delay`.
     settles: bool,
     /// The resume point before the event's line, for events the checkpoint protects.
     point: Option<u64>,
+}
+
+impl Held {
+    fn pin(&self) -> Option<Pin> {
+        Some(Pin {
+            source: self.source?,
+            seq: self.point?,
+        })
+    }
 }
 
 impl HoldOptions {
@@ -92,7 +120,11 @@ pub struct HoldQueue {
     options: HoldOptions,
     held: VecDeque<Held>,
     points: VecDeque<ResumePoint>,
+    /// Points of released events no sink has taken yet.
+    pins: Vec<Pin>,
     next_seq: u64,
+    /// Whether the sensor is stopping: nothing waits any more.
+    closing: bool,
     /// Events judged early because the queue was full.
     pub overflowed: u64,
 }
@@ -105,7 +137,9 @@ impl HoldQueue {
             options,
             held: VecDeque::new(),
             points: VecDeque::new(),
+            pins: Vec::new(),
             next_seq: 0,
+            closing: false,
             overflowed: 0,
         }
     }
@@ -116,51 +150,93 @@ impl HoldQueue {
         self.held.is_empty()
     }
 
-    /// Records that every line before `position` has been handled and that the interpreter's
-    /// state there is `transactions`: events of later lines are read again from here after a
-    /// restart.
-    pub fn note_position(&mut self, position: Position, transactions: Option<Value>) {
-        if self
-            .points
-            .back()
-            .is_some_and(|p| p.position == position && p.transactions == transactions)
+    /// Records that every line of `source` before `position` has been handled and that its
+    /// reader's state there is `transactions`: events of later lines are read again from
+    /// here after a restart.
+    pub fn note_position(
+        &mut self,
+        source: usize,
+        position: &Position,
+        transactions: Option<&Value>,
+    ) {
+        let latest = self.points.iter().rev().find(|p| p.source == source);
+        if latest
+            .is_some_and(|p| &p.position == position && p.transactions.as_ref() == transactions)
         {
             return;
         }
         self.points.push_back(ResumePoint {
-            position,
-            transactions,
+            position: position.clone(),
+            transactions: transactions.cloned(),
+            source,
             seq: self.next_seq,
         });
         self.next_seq += 1;
         self.forget_unused_points();
     }
 
-    /// Returns the point the checkpoint may not pass: the one before the line of the oldest
-    /// held event the checkpoint protects; `None` when there is none.
+    /// Returns the point `source`'s checkpoint may not pass: the one before the line of its
+    /// oldest event still held or pinned; `None` when there is none.
     #[must_use]
-    pub fn checkpoint_limit(&self) -> Option<&ResumePoint> {
-        let oldest = self.held.iter().filter_map(|h| h.point).min()?;
-        self.points.iter().find(|p| p.seq == oldest)
+    pub fn checkpoint_limit(&self, source: usize) -> Option<&ResumePoint> {
+        let oldest = self
+            .held
+            .iter()
+            .filter_map(Held::pin)
+            .chain(self.pins.iter().copied())
+            .filter(|pin| pin.source == source)
+            .map(|pin| pin.seq)
+            .min()?;
+        self.points
+            .iter()
+            .find(|p| p.source == source && p.seq == oldest)
     }
 
-    /// Adds an event read just now. `protected`: the event comes from a log line, and the
-    /// checkpoint must not pass that line while the event is held.
-    pub fn push(&mut self, event: Event, protected: bool) {
+    /// Returns whether no event of `source` is held.
+    #[must_use]
+    pub fn is_settled(&self, source: usize) -> bool {
+        !self.held.iter().any(|h| h.source == Some(source))
+    }
+
+    /// Keeps `pin`'s point while the event it belongs to waits in a sink's backlog.
+    pub fn pin(&mut self, pin: Pin) {
+        self.pins.push(pin);
+    }
+
+    /// Releases every pin: the sinks have taken every event.
+    pub fn unpin_all(&mut self) {
+        if !self.pins.is_empty() {
+            self.pins.clear();
+            self.forget_unused_points();
+        }
+    }
+
+    /// Makes every event leave at the next [`HoldQueue::release`]: the sensor is stopping.
+    pub fn close(&mut self) {
+        self.closing = true;
+    }
+
+    /// Adds an event read just now from the followed source `source` (`None`: no log line
+    /// of it that a restart would read again). The checkpoint of `source` does not pass the
+    /// event's line while it is held.
+    pub fn push(&mut self, event: Event, source: Option<usize>) {
         let settles = self.options.correlate
             && event.category != Category::PackageScripts
             && event.observed.is_none()
             && self.is_recent(&event);
         let run = event.actor.as_ref().and_then(|a| a["pid"].as_u64());
-        let point = if protected {
-            self.points.back().map(|p| p.seq)
-        } else {
-            None
-        };
+        let point = source.and_then(|source| {
+            self.points
+                .iter()
+                .rev()
+                .find(|p| p.source == source)
+                .map(|p| p.seq)
+        });
         self.held.push_back(Held {
             ancestry: Ancestry::of(&event),
             event,
             run,
+            source,
             read_at: Instant::now(),
             settles,
             point,
@@ -179,10 +255,17 @@ impl HoldQueue {
 
     /// Takes the logins read so far and returns the events that need not wait any longer,
     /// in order; asks the reader for a read when an event waits for one.
-    pub fn release(&mut self, ssh: Option<&mut SshCorrelator>) -> Vec<Event> {
+    ///
+    /// The points of released events stay until the next [`HoldQueue::note_position`], so
+    /// that one no sink takes can still be pinned.
+    pub fn release(&mut self, ssh: Option<&mut SshCorrelator>) -> Vec<Released> {
         let Some(ssh) = ssh else {
             return self.release_all();
         };
+        if self.closing {
+            ssh.drain();
+            return self.release_all();
+        }
 
         // Read first: batches taken after this moment cover it.
         let through = ssh.read_through();
@@ -199,7 +282,7 @@ impl HoldQueue {
                     package = %held.event.parsed_data.package,
                     "too many events held for ssh logins; judging the oldest now"
                 );
-                ready.push(held.event);
+                ready.push(held.into());
                 continue;
             }
             if blocked.contains(&held.run) {
@@ -214,7 +297,7 @@ impl HoldQueue {
                 if awaits_login {
                     ssh.give_up(&held.ancestry);
                 }
-                ready.push(held.event);
+                ready.push(held.into());
             } else {
                 wants_read |= !settled && now >= settle_at;
                 blocked.insert(held.run);
@@ -224,15 +307,12 @@ impl HoldQueue {
         if wants_read {
             ssh.request_read();
         }
-        self.forget_unused_points();
         ready
     }
 
     /// Returns every held event, in order, without waiting.
-    pub fn release_all(&mut self) -> Vec<Event> {
-        let events = self.held.drain(..).map(|h| h.event).collect();
-        self.forget_unused_points();
-        events
+    pub fn release_all(&mut self) -> Vec<Released> {
+        self.held.drain(..).map(Released::from).collect()
     }
 
     /// Returns when a held event may next become ready by time alone; arriving logins and
@@ -250,11 +330,32 @@ impl HoldQueue {
             .min()
     }
 
-    /// Keeps the newest point, for the next held event, and those held events still need.
+    /// Keeps each source's newest point, for its next held event, and the points held or
+    /// pinned events still need.
     fn forget_unused_points(&mut self) {
-        let oldest = self.held.iter().filter_map(|h| h.point).min();
-        while self.points.len() > 1 && oldest.is_none_or(|seq| self.points[0].seq < seq) {
-            self.points.pop_front();
+        let needed: HashSet<u64> = self
+            .held
+            .iter()
+            .filter_map(Held::pin)
+            .chain(self.pins.iter().copied())
+            .map(|pin| pin.seq)
+            .collect();
+        let mut newest = HashSet::new();
+        let mut kept = VecDeque::with_capacity(self.points.len());
+        for point in std::mem::take(&mut self.points).into_iter().rev() {
+            if newest.insert(point.source) || needed.contains(&point.seq) {
+                kept.push_front(point);
+            }
+        }
+        self.points = kept;
+    }
+}
+
+impl From<Held> for Released {
+    fn from(held: Held) -> Self {
+        Self {
+            pin: held.pin(),
+            event: held.event,
         }
     }
 }
@@ -321,10 +422,10 @@ mod tests {
         })
     }
 
-    fn packages(events: &[Event]) -> Vec<&str> {
+    fn packages(events: &[Released]) -> Vec<&str> {
         events
             .iter()
-            .map(|e| e.parsed_data.package.as_str())
+            .map(|r| r.event.parsed_data.package.as_str())
             .collect()
     }
 
@@ -339,7 +440,7 @@ mod tests {
     #[test]
     fn without_a_login_source_nothing_waits() {
         let mut hold = HoldQueue::new(options(60_000));
-        hold.push(event("a", 10, Some(u32::MAX - 1)), true);
+        hold.push(event("a", 10, Some(u32::MAX - 1)), Some(0));
         assert_eq!(packages(&hold.release(None)), ["a"]);
         assert!(hold.is_empty());
     }
@@ -350,17 +451,17 @@ mod tests {
         let mut ssh = correlator().expecting_logins();
         // Pids far above pid_max exist in no /proc, so no reuse check applies.
         let sshd = u32::MAX - 5;
-        hold.push(event("over-ssh", 10, Some(sshd)), true);
-        hold.push(event("over-ssh-too", 10, Some(sshd)), true);
-        hold.push(event("local", 20, None), true);
+        hold.push(event("over-ssh", 10, Some(sshd)), Some(0));
+        hold.push(event("over-ssh-too", 10, Some(sshd)), Some(0));
+        hold.push(event("local", 20, None), Some(0));
         assert_eq!(packages(&hold.release(Some(&mut ssh))), ["local"]);
         assert!(hold.next_wake().is_some());
 
         ssh.ingest(login(sshd));
         let mut released = hold.release(Some(&mut ssh));
         assert_eq!(packages(&released), ["over-ssh", "over-ssh-too"]);
-        ssh.attribute(&mut released[0]);
-        assert_eq!(released[0].ip.as_deref(), Some("192.0.2.7"));
+        ssh.attribute(&mut released[0].event);
+        assert_eq!(released[0].event.ip.as_deref(), Some("192.0.2.7"));
     }
 
     #[test]
@@ -368,11 +469,11 @@ mod tests {
         let mut hold = HoldQueue::new(options(50));
         let mut ssh = correlator().expecting_logins();
         let sshd = u32::MAX - 6;
-        hold.push(event("first", 10, Some(sshd)), true);
+        hold.push(event("first", 10, Some(sshd)), Some(0));
         assert!(hold.release(Some(&mut ssh)).is_empty());
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(packages(&hold.release(Some(&mut ssh))), ["first"]);
-        hold.push(event("second", 11, Some(sshd)), true);
+        hold.push(event("second", 11, Some(sshd)), Some(0));
         assert_eq!(packages(&hold.release(Some(&mut ssh))), ["second"]);
     }
 
@@ -383,15 +484,15 @@ mod tests {
             ..options(60_000)
         });
         let mut ssh = correlator();
-        hold.push(event("first", 10, None), true);
+        hold.push(event("first", 10, None), Some(0));
         // An event that does not wait for the reader: a maintainer-script summary of run 10
         // and another of run 20.
         let mut scripts = event("scripts-10", 10, None);
         scripts.category = Category::PackageScripts;
-        hold.push(scripts, false);
+        hold.push(scripts, None);
         let mut other = event("scripts-20", 20, None);
         other.category = Category::PackageScripts;
-        hold.push(other, false);
+        hold.push(other, None);
         let released = hold.release(Some(&mut ssh));
         assert_eq!(
             packages(&released),
@@ -412,7 +513,7 @@ mod tests {
             ..options(50)
         });
         let mut ssh = correlator();
-        hold.push(event("a", 10, None), true);
+        hold.push(event("a", 10, None), Some(0));
         assert!(hold.release(Some(&mut ssh)).is_empty());
         let wake = hold.next_wake().expect("a deadline");
         assert!(wake <= Instant::now() + Duration::from_millis(50));
@@ -429,10 +530,10 @@ mod tests {
         let mut ssh = correlator();
         let mut old = event("old", 10, None);
         old.parsed_data.timestamp = "2020-01-01T00:00:00+00:00".into();
-        hold.push(old, true);
+        hold.push(old, Some(0));
         let mut offline = event("offline", 20, None);
         offline.observed = Some("offline".into());
-        hold.push(offline, false);
+        hold.push(offline, None);
         assert_eq!(packages(&hold.release(Some(&mut ssh))), ["old", "offline"]);
     }
 
@@ -443,25 +544,54 @@ mod tests {
             ..options(60_000)
         });
         let mut ssh = correlator();
-        hold.note_position(position(100), None);
-        hold.push(event("a", 10, None), true);
-        hold.note_position(position(200), Some(json!({"pending": 1})));
-        hold.push(event("b", 20, None), true);
-        hold.note_position(position(300), None);
+        hold.note_position(0, &position(100), None);
+        hold.note_position(1, &position(7), None);
+        hold.push(event("a", 10, None), Some(0));
+        hold.note_position(0, &position(200), Some(&json!({"pending": 1})));
+        hold.push(event("b", 20, None), Some(0));
+        hold.note_position(0, &position(300), None);
         assert!(hold.release(Some(&mut ssh)).is_empty());
-        let limit = hold.checkpoint_limit().expect("held events limit it");
+        let limit = hold.checkpoint_limit(0).expect("held events limit it");
         assert_eq!(limit.position.offset, 100);
+        assert_eq!(hold.checkpoint_limit(1), None, "another source is free");
+        assert!(!hold.is_settled(0));
+        assert!(hold.is_settled(1));
 
         // Run 10's event leaves first; the limit moves to b's point with its state.
         let first = hold.held.pop_front().expect("a");
         assert_eq!(first.event.parsed_data.package, "a");
-        let limit = hold.checkpoint_limit().expect("b still held");
+        let limit = hold.checkpoint_limit(0).expect("b still held");
         assert_eq!(limit.position.offset, 200);
         assert_eq!(limit.transactions, Some(json!({"pending": 1})));
 
-        hold.release_all();
-        assert_eq!(hold.checkpoint_limit(), None);
-        assert_eq!(hold.points.len(), 1, "only the newest point is kept");
+        // b leaves but no sink takes it: its point stays until the sinks have caught up.
+        let released = hold.release_all();
+        hold.pin(released[0].pin.expect("b came from a line"));
+        assert_eq!(
+            hold.checkpoint_limit(0).map(|p| p.position.offset),
+            Some(200)
+        );
+        hold.unpin_all();
+        assert_eq!(hold.checkpoint_limit(0), None);
+        assert_eq!(
+            hold.points.len(),
+            2,
+            "only each source's newest point is kept"
+        );
+    }
+
+    #[test]
+    fn a_closing_queue_lets_everything_go() {
+        let mut hold = HoldQueue::new(HoldOptions {
+            log_delay: Duration::from_mins(1),
+            ..options(60_000)
+        });
+        let mut ssh = correlator().expecting_logins();
+        hold.push(event("a", 10, Some(u32::MAX - 7)), Some(0));
+        hold.push(event("b", 11, None), Some(0));
+        assert!(hold.release(Some(&mut ssh)).is_empty());
+        hold.close();
+        assert_eq!(packages(&hold.release(Some(&mut ssh))), ["a", "b"]);
     }
 
     #[test]
@@ -473,7 +603,7 @@ mod tests {
         });
         let mut ssh = correlator();
         for (n, package) in ["a", "b", "c"].iter().enumerate() {
-            hold.push(event(package, 10 + n as u64, None), true);
+            hold.push(event(package, 10 + n as u64, None), Some(0));
         }
         assert_eq!(packages(&hold.release(Some(&mut ssh))), ["a"]);
         assert_eq!(hold.overflowed, 1);

@@ -11,10 +11,12 @@
 //! start on this log, wrote the line. When the writer has already exited, the last dpkg run
 //! on this log that changed packages and ended after the line was written is the writer. When
 //! neither holds — the line predates the sensor, the kernel saw no such run — the actor stays
-//! `null`: no guess is presented as fact.
+//! `null`: no guess is presented as fact. The logs of the other managers are attributed the
+//! same way by [`manager`], from each tool's own options and lifetime.
 
 pub mod history;
 pub mod hold;
+pub mod manager;
 pub mod script;
 pub mod ssh;
 mod users;
@@ -27,8 +29,11 @@ use chrono::{Local, NaiveDateTime, TimeZone};
 use serde_json::{json, Value};
 
 use crate::event::escape_control;
+use crate::parse::manager::{Manager, RunStart};
 use crate::source::exec::{ExecRecord, ExitRecord, KernelRecord};
+use crate::source::followed::SourceTag;
 use crate::source::lock::{dpkg_lock_holder, LockState};
+use manager::ManagerRuns;
 use script::{PackageScripts, ScriptLog};
 use users::UserNames;
 
@@ -89,6 +94,8 @@ pub struct Attributor {
     /// Packages each run installed or upgraded, to place scripts of the unpacked archive.
     unpacked: HashMap<u32, Vec<(String, Option<String>)>>,
     finished: Vec<FinishedRun>,
+    /// The runs that write the other managers' logs.
+    manager_runs: ManagerRuns,
 }
 
 impl Attributor {
@@ -106,6 +113,17 @@ impl Attributor {
             scripts: ScriptLog::default(),
             unpacked: HashMap::new(),
             finished: Vec::new(),
+            manager_runs: ManagerRuns::default(),
+        }
+    }
+
+    /// Also attributes the lines of `source`, another manager's log (or apk's or rpm's
+    /// database) at `path`; `rpm_dbpath` is where rpm keeps its database in a root when run
+    /// without `--dbpath`.
+    pub fn follow(&mut self, source: SourceTag, path: &Path, rpm_dbpath: &Path) {
+        if source.manager != Manager::Dpkg {
+            self.manager_runs
+                .follow(source.index, source.manager, path, rpm_dbpath);
         }
     }
 
@@ -137,6 +155,8 @@ impl Attributor {
         if !exec.is_package_manager {
             return;
         }
+        self.manager_runs
+            .record_exec(&exec, self.wall_time(exec.ktime));
         if is_dpkg(&exec) {
             let (log, admin_dir) = dpkg_paths(&exec.argv);
             if log == self.log && admin_dir == self.admin_dir && is_writing(&exec.argv) {
@@ -166,6 +186,7 @@ impl Attributor {
     fn record_exit(&mut self, exit: &ExitRecord) {
         tracing::trace!(pid = exit.tgid, code = exit.exit_code, "kernel exit record");
         let ended = self.wall_time(exit.ktime);
+        self.manager_runs.record_exit(exit.tgid, ended);
         let Some(run) = self
             .runs
             .iter_mut()
@@ -235,6 +256,51 @@ impl Attributor {
         }
         let run = self.writer(written)?.clone();
         Some(self.actor(&run.exec))
+    }
+
+    /// Returns the actor of a change `source` read from a line stamped `timestamp` (the host's
+    /// local time), or `None` when the writer is not known for certain.
+    ///
+    /// For managers other than dpkg the actor has no `dpkg_command`.
+    pub fn actor_for_change(
+        &mut self,
+        source: SourceTag,
+        timestamp: NaiveDateTime,
+    ) -> Option<Value> {
+        if source.manager == Manager::Dpkg {
+            return self.actor_for_line(timestamp);
+        }
+        let written = Local
+            .from_local_datetime(&timestamp)
+            .earliest()
+            .map(SystemTime::from)?;
+        if written + STAMP_SLACK < self.sensor_started {
+            return None;
+        }
+        let exec = self.manager_runs.writer(source.index, written)?.clone();
+        // rpm run by dnf's or zypper's transaction is theirs, and their logs report it.
+        if source.manager == Manager::Rpm && exec.tracked_root != exec.tgid {
+            return None;
+        }
+        let mut actor = self.actor(&exec);
+        if let Some(object) = actor.as_object_mut() {
+            object.remove("dpkg_command");
+        }
+        Some(actor)
+    }
+
+    /// Learns that a line of `source` opened a run of its manager, so the lines that follow
+    /// are that run's.
+    pub fn run_started(&mut self, source: SourceTag, start: &RunStart) {
+        let Some(written) = Local
+            .from_local_datetime(&start.timestamp)
+            .earliest()
+            .map(SystemTime::from)
+        else {
+            return;
+        };
+        self.manager_runs
+            .open_section(source.index, &start.command, written);
     }
 
     /// Finds the dpkg run that wrote a line at `written`.

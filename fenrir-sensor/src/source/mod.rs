@@ -1,14 +1,17 @@
 //! The source stage: where Fenrir learns that something changed.
 //!
-//! [`tail`] follows dpkg.log through rotations and truncations, [`checkpoint`] remembers how
-//! far it got across restarts, [`lock`] tells whether a package manager still holds the dpkg
-//! database, which is how the end of a dpkg run is known, and [`exec`] streams the kernel's
-//! record of who ran a package manager and what it ran. [`snapshot`] keeps the installed set
-//! across restarts and [`offline`] finds in dpkg's database what changed while the sensor was
-//! down.
+//! [`tail`] follows a log through rotations and truncations, [`checkpoint`] remembers how far
+//! it got across restarts, [`followed`] keeps one tail and checkpoint per package manager's
+//! log (and [`database`] follows apk's and rpm's databases by snapshot), [`lock`] tells
+//! whether a package manager still holds its database, which is how the end of a run is
+//! known, and [`exec`] streams the kernel's record of who ran a package manager and what it
+//! ran. [`snapshot`] keeps dpkg's installed set across restarts and [`offline`] finds in
+//! dpkg's database what changed while the sensor was down.
 
 pub mod checkpoint;
+pub mod database;
 pub mod exec;
+pub mod followed;
 pub mod lock;
 pub mod offline;
 pub mod snapshot;
