@@ -449,12 +449,15 @@ fn free_port() -> anyhow::Result<u16> {
 /// socket it leads to would not last: when journald starts again it replaces that socket, and
 /// the kernel detaches mounts on a replaced file in every namespace — sshd's lines would go
 /// to the journal. A private tmpfs over the directory, holding a symlink of the same name,
-/// is out of journald's reach.
+/// is out of journald's reach. Before any journald has run, that directory does not exist
+/// yet, so it is made (`readlink -f` would fail on it without a word).
 fn redirect_dev_log(socket: &Path) -> String {
     format!(
-        "target=$(readlink -f /dev/log) && dir=$(dirname \"$target\") && \
+        "target=$(readlink -m /dev/log) && dir=$(dirname \"$target\") && mkdir -p \"$dir\" && \
          if [ \"$dir\" = /dev ]; then mount --bind {socket} /dev/log; \
-         else mount -t tmpfs -o mode=0755 fenrir-dev-log \"$dir\" && ln -s {socket} \"$target\"; fi && ",
+         else mount -t tmpfs -o mode=0755 fenrir-dev-log \"$dir\" && \
+         ln -s {socket} \"$target\"; fi || \
+         {{ echo \"cannot lead /dev/log to {socket}\" >&2; exit 1; }}; ",
         socket = socket.display()
     )
 }
