@@ -259,3 +259,100 @@ fn a_first_start_takes_a_snapshot_and_reports_nothing_old() -> anyhow::Result<()
     assert!(Path::new(&state).join("snapshots").exists());
     Ok(())
 }
+
+/// Waits for the first event of `category`, failing on any event of another category.
+fn next_of(sensor: &Sensor, category: &str) -> anyhow::Result<Value> {
+    let event = sensor
+        .next_event(WAIT)
+        .with_context(|| format!("waiting for {category}"))?;
+    anyhow::ensure!(event["category"] == category, "not {category}: {event:#}");
+    Ok(event)
+}
+
+#[test]
+fn a_change_reported_live_as_unlogged_is_not_reported_offline_at_the_next_start(
+) -> anyhow::Result<()> {
+    if !require_root("the offline-change test") {
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    let sensor = Sensor::start(&run_args(&sandbox, &[]))?;
+    sandbox.install(&PackageSpec::new("fenrir-logged", "1.0"))?;
+    next_of(&sensor, "package_install")?;
+
+    // While the sensor runs, dpkg writes its log elsewhere: the database witness sees it.
+    let hidden = sandbox.build(&PackageSpec::new("fenrir-hidden", "6.0"))?;
+    dpkg_elsewhere(&sandbox, &["-i", &hidden.to_string_lossy()])?;
+    let event = next_of(&sensor, "package_change_unlogged")?;
+    assert_eq!(event["parsed_data"]["package"], "fenrir-hidden");
+    assert_eq!(event["parsed_data"]["new_version"], "6.0");
+    assert!(event.get("observed").is_none(), "{event:#}");
+    let (status, rest) = sensor.stop()?;
+    assert!(status.success() && rest.is_empty(), "{rest:#?}");
+
+    // While it is down, the same again: that one is the offline comparison's.
+    let down = sandbox.build(&PackageSpec::new("fenrir-while-down", "2.0"))?;
+    dpkg_elsewhere(&sandbox, &["-i", &down.to_string_lossy()])?;
+
+    let sensor = Sensor::start(&run_args(&sandbox, &[]))?;
+    let event = next_of(&sensor, "package_install")?;
+    assert_eq!(
+        summary(&event),
+        expect("package_install", "fenrir-while-down", None, Some("2.0"))
+    );
+    assert_eq!(event["observed"], "offline", "{event:#}");
+    // Neither reported twice: not fenrir-hidden as offline, not fenrir-while-down as unlogged.
+    let extra = sensor.drain(Duration::from_secs(4));
+    assert!(extra.is_empty(), "reported twice: {extra:#?}");
+    let (status, rest) = sensor.stop()?;
+    assert!(status.success() && rest.is_empty(), "{rest:#?}");
+    Ok(())
+}
+
+#[test]
+fn a_dpkg_root_run_logging_to_the_followed_log_leaves_its_database_alone() -> anyhow::Result<()> {
+    if !require_root("the other-database test") {
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    let chroot = Sandbox::new()?;
+    let mut args = run_args(&sandbox, &[]);
+    args.retain(|a| a != "--no-ebpf");
+    let sensor = Sensor::start(&args)?;
+    if !sensor.stderr().contains("attribution=true") {
+        println!(
+            "skipping: the sensor runs without its kernel tracer here:\n{}",
+            sensor.stderr()
+        );
+        return Ok(());
+    }
+    sandbox.install(&PackageSpec::new("fenrir-host", "1.0"))?;
+    next_of(&sensor, "package_install")?;
+
+    // dpkg --root on another tree, logging to the followed log, as a chroot build might.
+    let deb = chroot.build(&PackageSpec::new("fenrir-chroot", "3.0"))?;
+    let output = chroot.dpkg_logging_to(&sandbox.log(), &["-i", &deb.to_string_lossy()])?;
+    anyhow::ensure!(
+        output.status.success(),
+        "dpkg failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The log says it happened, so it is reported; the followed database never changed.
+    let event = next_of(&sensor, "package_install")?;
+    assert_eq!(event["parsed_data"]["package"], "fenrir-chroot");
+    let extra = sensor.drain(Duration::from_secs(4));
+    assert!(
+        !extra
+            .iter()
+            .any(|e| e["category"] == "package_change_unlogged"),
+        "{extra:#?}"
+    );
+    let (status, _) = sensor.stop()?;
+    assert!(status.success());
+
+    // Nor did the snapshot take it in: nothing is removed while the sensor was down.
+    let sensor = Sensor::start(&run_args(&sandbox, &[]))?;
+    let again = sensor.drain(Duration::from_secs(4));
+    assert!(again.is_empty(), "{again:#?}");
+    Ok(())
+}

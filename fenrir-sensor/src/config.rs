@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::integrity::IntegrityConfig;
 use crate::parse::manager::Manager;
 use crate::rule::RulesConfig;
 use crate::sink::hook::HooksConfig;
@@ -40,6 +41,7 @@ pub struct Config {
     pub ssh: SshConfig,
     pub rules: RulesConfig,
     pub hooks: HooksConfig,
+    pub integrity: IntegrityConfig,
 }
 
 impl Default for Config {
@@ -58,6 +60,7 @@ impl Default for Config {
             ssh: SshConfig::default(),
             rules: RulesConfig::default(),
             hooks: HooksConfig::default(),
+            integrity: IntegrityConfig::default(),
         }
     }
 }
@@ -69,6 +72,8 @@ pub struct DpkgConfig {
     pub log: PathBuf,
     /// The admin directory whose lock tells when a dpkg run has ended.
     pub admin_dir: PathBuf,
+    /// The root dpkg installs into; derived from `admin_dir` when absent.
+    pub root: Option<PathBuf>,
 }
 
 impl Default for DpkgConfig {
@@ -76,6 +81,7 @@ impl Default for DpkgConfig {
         Self {
             log: PathBuf::from("/var/log/dpkg.log"),
             admin_dir: PathBuf::from("/var/lib/dpkg"),
+            root: None,
         }
     }
 }
@@ -481,6 +487,7 @@ impl Config {
         if store.max_bytes < store.segment_bytes.saturating_mul(2) {
             return Err("key `sinks.store.max_bytes`: must be at least twice segment_bytes".into());
         }
+        self.integrity.validate()?;
         for output in &self.sinks.json.outputs {
             if output.is_empty() {
                 return Err("key `sinks.json.outputs`: an output is empty".into());

@@ -57,6 +57,13 @@ reads /var/log/apt/history.log*.")]
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Check installed packages' files against dpkg's database and Fenrir's own record
+    #[command(after_help = "\
+Exit codes: 0 every file matches (changed config files are listed, not failures); 1 an error \
+(unreadable database, a named package not installed); 2 a package file is missing or differs \
+from dpkg's md5sums or from Fenrir's record of the install; 3 Fenrir's record store failed its \
+chain check.")]
+    Verify(fenrir_sensor::integrity::cli::VerifyArgs),
     /// Answer a question about past package changes from the event store and the logs
     #[command(after_help = "\
 Events come from the event store in the state directory and, for any time it does not cover, \
@@ -82,6 +89,9 @@ struct RunArgs {
     /// dpkg's admin directory, whose lock marks the end of a run [default: /var/lib/dpkg]
     #[arg(long, value_name = "DIR")]
     dpkg_admindir: Option<PathBuf>,
+    /// The root dpkg installs into [default: derived from the admin directory, else /]
+    #[arg(long, value_name = "DIR")]
+    dpkg_root: Option<PathBuf>,
     /// Where checkpoints live [default: /var/lib/fenrir]
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -119,6 +129,9 @@ impl RunArgs {
         }
         if let Some(dir) = self.dpkg_admindir {
             config.dpkg.admin_dir = dir;
+        }
+        if let Some(dir) = self.dpkg_root {
+            config.dpkg.root = Some(dir);
         }
         if let Some(dir) = self.state_dir {
             config.state_dir = dir;
@@ -206,6 +219,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "replay finished"
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify(args) => {
+            let code =
+                fenrir_sensor::integrity::cli::run(&args, &config, &mut io::stdout().lock())?;
+            Ok(ExitCode::from(code))
         }
         Command::Query(args) => {
             query::cli::run_query(&args, &config)?;

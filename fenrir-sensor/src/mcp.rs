@@ -338,7 +338,8 @@ fn tools() -> Value {
                         "type": "array",
                         "items": {"type": "string", "enum": [
                             "install", "upgrade", "downgrade", "reinstall", "remove", "purge",
-                            "disappear", "install_failed", "scripts"]},
+                            "disappear", "install_failed", "scripts", "integrity_mismatch",
+                            "conffile_changed", "change_unlogged", "log_tamper"]},
                         "description": "Only these kinds of change",
                     },
                     "package": {"type": "string", "description": "Only packages whose name matches this shell pattern (*, ?, [a-z]); with a colon it matches name:arch"},

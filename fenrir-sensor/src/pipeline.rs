@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use notify::{RecursiveMode, Watcher};
+use serde_json::Value;
 use std::os::fd::OwnedFd;
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::io::Interest;
@@ -28,6 +29,7 @@ use crate::attribute::ssh::{learn_since, SshCorrelator};
 use crate::attribute::Attributor;
 use crate::config::{Config, LogLevel};
 use crate::event::Event;
+use crate::integrity::Integrity;
 use crate::parse::manager::{Manager, RunStart};
 use crate::parse::PackageChange;
 use crate::rule::{RuleEngine, Verdict};
@@ -40,12 +42,13 @@ use crate::sink::Sink;
 use crate::source::database::DatabaseKind;
 use crate::source::exec::{ExecTracer, LoadError, TracerConfig};
 use crate::source::followed::{
-    rpm_locks_for, Delivery, FollowOptions, RunEnd, Source, SourceSpec, SourceTag,
+    rpm_locks_for, Delivery, FollowOptions, FollowedLog, RunEnd, Source, SourceSpec, SourceTag,
+    FREE_POLLS_BEFORE_FINISH,
 };
 use crate::source::lock::{dpkg_lock_state, LockState};
 use crate::source::offline::{Reconciler, OFFLINE};
 use crate::source::ssh::reader::{LoginSource, ReaderOptions};
-use crate::source::tail::{Position, StartAt, TailOptions};
+use crate::source::tail::{Line, Position, StartAt, TailNotice, TailOptions, Tailer};
 
 /// What a run did, reported when it stops.
 #[derive(Debug, Clone, Default)]
@@ -122,6 +125,10 @@ struct Pipeline {
     rules: RuleEngine,
     hooks: Option<Hooks>,
     suppressed: u64,
+    /// Integrity checks: installed files, the log's own history, unlogged database changes.
+    integrity: Integrity,
+    /// Consecutive polls that found the dpkg database unlocked, for the integrity checks.
+    quiet_polls: u32,
 }
 
 impl Pipeline {
@@ -152,6 +159,9 @@ impl Pipeline {
                 if let (Some(actor), true) = (&event.actor, is_dpkg && change.category.unpacks()) {
                     attributor.note_unpacked(actor, &change.package, change.arch.as_deref());
                 }
+            }
+            if source.manager == Manager::Dpkg {
+                self.integrity.change(&change, event.actor.as_ref());
             }
             // The rpm database also changes under dnf, yum and zypper, whose logs report it:
             // only a change an rpm run by hand made is rpm's.
@@ -217,6 +227,68 @@ impl Pipeline {
         true
     }
 
+    /// Sends events of the integrity stage (not tied to a log line) to the sinks.
+    fn emit(&mut self, events: Vec<Event>) {
+        for mut event in events {
+            if !self.judge(&mut event) {
+                continue;
+            }
+            self.events += 1;
+            if !self.dispatcher.dispatch(event) {
+                warn!("no sink accepted an integrity event; it is retried with its sink");
+            }
+        }
+    }
+
+    /// Runs the integrity checks due on a poll, and those that wait for a quiet database: no
+    /// package manager holds it for two polls and the log is read to its end.
+    fn check_integrity(&mut self) {
+        // dpkg's log is always the first source.
+        if let Some(tailer) = self
+            .sources
+            .first()
+            .and_then(Source::log)
+            .map(FollowedLog::tailer)
+        {
+            let found = self.integrity.poll(tailer);
+            self.emit(found);
+        }
+        let dpkg_held = self.sources.first().is_some_and(Source::is_held);
+        // The offline comparison goes first: what the database holds at start is its to report.
+        if !self.integrity.has_idle_work() || dpkg_held || self.offline.is_due() {
+            self.quiet_polls = 0;
+            return;
+        }
+        match dpkg_lock_state(&self.admin_dir) {
+            Ok(LockState::Held { .. }) => {
+                self.quiet_polls = 0;
+                return;
+            }
+            Ok(LockState::Free) | Err(_) => self.quiet_polls += 1,
+        }
+        if self.quiet_polls < FREE_POLLS_BEFORE_FINISH {
+            return;
+        }
+        self.pump();
+        self.drain_kernel();
+        if self.sources.first().is_some_and(Source::is_held) {
+            return;
+        }
+        let since = self.integrity.checked_at();
+        let runs = self
+            .kernel
+            .as_mut()
+            .map(|(_, attributor)| attributor.runs_since(since));
+        let found = self.integrity.idle(runs.as_deref());
+        self.emit(found);
+        if let Some(view) = self.integrity.database_view() {
+            self.offline.take_in(view);
+        }
+        if !self.dispatcher.has_unaccepted() {
+            self.offline.persist();
+        }
+    }
+
     /// Retries a held delivery; returns whether reading may go on.
     fn release_hold(&mut self) -> bool {
         self.dispatcher.retry_due();
@@ -278,10 +350,39 @@ impl Delivery for Pipeline {
         self.drain_kernel();
     }
 
-    fn observe_line(&mut self, source: SourceTag, line: &[u8]) {
+    fn after_read(
+        &mut self,
+        source: SourceTag,
+        lines: &mut Vec<Line>,
+        notices: &[TailNotice],
+        tailer: &Tailer,
+    ) {
         if source.manager == Manager::Dpkg {
-            self.offline.observe(line);
+            let found = self.integrity.read(lines, notices, tailer);
+            self.emit(found);
         }
+    }
+
+    fn observe_line(&mut self, source: SourceTag, line: &Line) {
+        if source.manager != Manager::Dpkg {
+            return;
+        }
+        // A `dpkg --root` run's status lines describe another database than the followed one.
+        let other_database = self
+            .kernel
+            .as_mut()
+            .is_some_and(|(_, attributor)| attributor.wrote_other_database(&line.bytes));
+        if !other_database {
+            self.integrity.line(line);
+            self.offline.observe(&line.bytes);
+        }
+    }
+
+    fn witness_state(&mut self, source: SourceTag, position: &Position) -> Option<Value> {
+        if source.manager != Manager::Dpkg {
+            return None;
+        }
+        self.integrity.witness_state(position)
     }
 
     fn before_checkpoint(&mut self, source: SourceTag) {
@@ -530,7 +631,12 @@ impl Pipeline {
             host: host.clone(),
         };
         let hooks = Hooks::start(&config.hooks, &journal).context("failed to start the hooks")?;
-        Ok(Self {
+        let dpkg = sources.first().and_then(Source::log);
+        let (integrity, found) = match dpkg {
+            Some(log) => Integrity::start(config, log.tailer(), log.checkpoint(), &host),
+            None => anyhow::bail!("dpkg's log is not followed"),
+        };
+        let mut pipeline = Self {
             sources,
             kernel,
             dropped: 0,
@@ -545,7 +651,11 @@ impl Pipeline {
             rules,
             hooks,
             suppressed: 0,
-        })
+            integrity,
+            quiet_polls: 0,
+        };
+        pipeline.emit(found);
+        Ok(pipeline)
     }
 
     /// Compares dpkg's database with the snapshot of the last run, once per start, at a
@@ -569,8 +679,15 @@ impl Pipeline {
         };
         self.pump();
         let read = dpkg_read(self);
-        let database = match crate::parse::status::read_database(&self.admin_dir) {
-            Ok((database, _)) => database,
+        // The database witness's reading at start, moved by the lines written since, is the
+        // line between the two: what it saw is offline, what it will see is live.
+        self.integrity.take_database_baseline();
+        let database = match self.integrity.database_view() {
+            Some(view) => Ok(view.clone()),
+            None => crate::parse::status::read_database(&self.admin_dir).map(|(set, _)| set),
+        };
+        let database = match database {
+            Ok(database) => database,
             Err(err) => {
                 warn!(error = %format!("{:#}", anyhow::Error::new(err)), "cannot read the dpkg database; changes made while the sensor was down are not looked for");
                 self.offline.skip();
@@ -616,6 +733,8 @@ impl Pipeline {
         // Deliver what is already written before stopping, so a restart repeats nothing.
         self.pump();
         self.release_before_stop();
+        let found = self.integrity.close();
+        self.emit(found);
         if !self.dispatcher.has_unaccepted() {
             self.offline.persist();
         }
@@ -692,6 +811,7 @@ pub async fn run(
     };
     let mut kernel_drain = tokio::time::interval(TracerConfig::default().drain_interval);
     let mut pipeline = Pipeline::start(config, host, tracer)?;
+    let verified = pipeline.integrity.ready();
 
     // A package manager's exec wakes this descriptor; its descendants' records do not, and
     // are collected by the drain timer and before every batch of lines.
@@ -748,6 +868,7 @@ pub async fn run(
                 pipeline.pump();
                 pipeline.reconcile_offline();
                 pipeline.finish_runs_if_idle();
+                pipeline.check_integrity();
                 pipeline.check_kernel_drops();
                 pipeline.release_waiting();
             }
@@ -763,6 +884,10 @@ pub async fn run(
             _ = kernel_drain.tick(), if pipeline.kernel.is_some() => {
                 pipeline.drain_kernel();
                 pipeline.release_waiting();
+            }
+            () = verified.notified() => {
+                let found = pipeline.integrity.take_verified();
+                pipeline.emit(found);
             }
             () = sleep_until(retry) => {
                 pipeline.dispatcher.retry_due();

@@ -38,6 +38,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "openssh-client",
     "sudo",
     "rsyslog",
+    // The integrity tests rotate the sandbox's log with the real logrotate in every mode.
+    "logrotate",
 ];
 
 /// Where Debian's maintainer scripts ask whether they may start a service.

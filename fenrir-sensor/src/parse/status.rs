@@ -311,7 +311,19 @@ pub fn read_database(admin_dir: &Path) -> Result<(InstalledSet, StatusStats), St
     let mut stats = StatusStats::default();
 
     read_into(&admin_dir.join("status"), &mut set, &mut stats, false)?;
+    for path in journal_files(admin_dir)? {
+        if read_into(&path, &mut set, &mut stats, true)? {
+            stats.journal_files += 1;
+        }
+    }
+    Ok((set, stats))
+}
 
+/// Lists the journal files in `admin_dir/updates` in the order dpkg applies them.
+///
+/// # Errors
+/// An `updates` directory that exists but cannot be listed.
+pub fn journal_files(admin_dir: &Path) -> Result<Vec<PathBuf>, StatusError> {
     let updates = admin_dir.join("updates");
     let mut journal: Vec<(u64, PathBuf)> = match fs::read_dir(&updates) {
         Ok(entries) => entries
@@ -336,12 +348,47 @@ pub fn read_database(admin_dir: &Path) -> Result<(InstalledSet, StatusStats), St
         }
     };
     journal.sort();
-    for (_, path) in journal {
-        if read_into(&path, &mut set, &mut stats, true)? {
-            stats.journal_files += 1;
+    Ok(journal.into_iter().map(|(_, path)| path).collect())
+}
+
+/// Reads every record of the database in `admin_dir` (`status`, then the journal on top),
+/// keyed by package name and architecture, for readers that need fields beyond the
+/// installed set (`Conffiles`, …). Records of `not-installed` packages are left out.
+///
+/// # Errors
+/// As [`read_database`].
+pub fn read_records(admin_dir: &Path) -> Result<BTreeMap<PackageRef, Stanza>, StatusError> {
+    let mut records = BTreeMap::new();
+    let mut files = vec![admin_dir.join("status")];
+    files.extend(journal_files(admin_dir)?);
+    for (index, path) in files.iter().enumerate() {
+        let file = match fs::File::open(path) {
+            Ok(file) => file,
+            Err(err) if index > 0 && err.kind() == io::ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(StatusError::Read {
+                    path: path.clone(),
+                    source,
+                })
+            }
+        };
+        let mut reader = io::BufReader::with_capacity(256 * 1024, file);
+        let stanzas = read_stanzas(&mut reader, path).map_err(|source| StatusError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        for stanza in stanzas {
+            let Ok(package) = InstalledPackage::from_stanza(&stanza) else {
+                continue;
+            };
+            if package.state == PackageState::NotInstalled {
+                records.remove(&package.package_ref());
+            } else {
+                records.insert(package.package_ref(), stanza);
+            }
         }
     }
-    Ok((set, stats))
+    Ok(records)
 }
 
 /// Applies the records of one file; returns whether the file was there.

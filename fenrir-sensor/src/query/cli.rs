@@ -143,7 +143,8 @@ pub struct FilterArgs {
         long = "type",
         value_name = "TYPES",
         help = "Only these kinds: install, upgrade, downgrade, reinstall, remove, purge, \
-                disappear, install_failed, scripts or full categories (package_install); \
+                disappear, install_failed, scripts, integrity_mismatch, conffile_changed, \
+                change_unlogged, log_tamper or full categories (package_install); \
                 comma-separated or repeated"
     )]
     pub types: Vec<String>,

@@ -136,8 +136,9 @@ impl PackagePattern {
     }
 }
 
-/// Reads a `--type` value: short names (`install`, `upgrade`, `install_failed`, …) or full
-/// categories (`package_install`), comma-separated.
+/// Reads a `--type` value: short names (`install`, `upgrade`, `install_failed`,
+/// `integrity_mismatch`, …) or full categories (`package_install`, `log_tamper`),
+/// comma-separated.
 ///
 /// # Errors
 /// A name that is no category.
@@ -145,17 +146,16 @@ pub fn parse_categories(text: &str) -> Result<Vec<Category>, QueryError> {
     let mut categories = Vec::new();
     for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let normalized = name.to_ascii_lowercase().replace('-', "_");
-        let full = if normalized.starts_with("package_") {
-            normalized
-        } else {
-            format!("package_{normalized}")
-        };
-        let category: Category =
-            serde_json::from_value(Value::String(full)).map_err(|_| QueryError::Filter {
+        let category = |full: String| serde_json::from_value::<Category>(Value::String(full));
+        // `log_tamper` is a category of its own; every other is `package_` and a short name.
+        let category = category(normalized.clone())
+            .or_else(|_| category(format!("package_{normalized}")))
+            .map_err(|_| QueryError::Filter {
                 filter: "--type",
                 message: format!(
                     "unknown type {:?}; known: install, upgrade, downgrade, reinstall, remove, \
-                     purge, disappear, install_failed, scripts (or their package_ names)",
+                     purge, disappear, install_failed, scripts, integrity_mismatch, \
+                     conffile_changed, change_unlogged (or their package_ names), log_tamper",
                     crate::event::escape_control(name)
                 ),
             })?;
@@ -753,6 +753,26 @@ mod tests {
         );
         let err = parse_categories("instal").expect_err("unknown type");
         assert!(err.to_string().contains("install_failed"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn types_take_the_integrity_categories() -> Result<(), QueryError> {
+        assert_eq!(
+            parse_categories(
+                "integrity_mismatch,conffile-changed,change_unlogged,log_tamper,\
+                 package_change_unlogged,LOG-TAMPER"
+            )?,
+            [
+                Category::PackageIntegrityMismatch,
+                Category::PackageConffileChanged,
+                Category::PackageChangeUnlogged,
+                Category::LogTamper
+            ]
+        );
+        assert!(parse_categories("package_log_tamper").is_err());
+        let err = parse_categories("tamper").expect_err("unknown type");
+        assert!(err.to_string().contains("log_tamper"), "{err}");
         Ok(())
     }
 

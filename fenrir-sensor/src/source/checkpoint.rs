@@ -90,6 +90,10 @@ pub struct Checkpoint {
     /// finish), opaque to the source stage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transactions: Option<serde_json::Value>,
+    /// What the log witness knows of the consumed content (a hash of the prefix), opaque to
+    /// the source stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness: Option<serde_json::Value>,
 }
 
 impl Checkpoint {
@@ -108,6 +112,7 @@ impl Checkpoint {
             fingerprint,
             offset,
             transactions: None,
+            witness: None,
         }
     }
 }

@@ -435,7 +435,7 @@ mod tests {
     impl Delivery for Collect {
         fn before_lines(&mut self) {}
 
-        fn observe_line(&mut self, _source: SourceTag, _line: &[u8]) {}
+        fn observe_line(&mut self, _source: SourceTag, _line: &crate::source::tail::Line) {}
 
         fn before_checkpoint(&mut self, _source: SourceTag) {}
 

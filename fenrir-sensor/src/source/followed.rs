@@ -16,6 +16,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use serde_json::Value;
 use tracing::{debug, error, info, warn};
 
 use super::checkpoint::{Checkpoint, CheckpointStore};
@@ -33,7 +34,7 @@ const BATCH_LINES: usize = 1024;
 /// How many consecutive polls must find the database unlocked before changes still waiting
 /// are settled: a script running `dpkg --unpack` then `dpkg --configure` releases the lock
 /// for an instant between the two.
-const FREE_POLLS_BEFORE_FINISH: u32 = 2;
+pub const FREE_POLLS_BEFORE_FINISH: u32 = 2;
 
 /// Which source a change came from, as the delivery needs to know it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,8 +49,25 @@ pub trait Delivery {
     /// Runs before a batch of lines is decided: the writer's kernel records must be in.
     fn before_lines(&mut self);
 
+    /// Sees each batch `source`'s tailer read, its notices first, before the lines are queued;
+    /// takes out of `lines` those that must not be handled again (a tampered log read again).
+    fn after_read(
+        &mut self,
+        _source: SourceTag,
+        _lines: &mut Vec<Line>,
+        _notices: &[TailNotice],
+        _tailer: &Tailer,
+    ) {
+    }
+
     /// Sees every line of `source` before it is decided.
-    fn observe_line(&mut self, source: SourceTag, line: &[u8]);
+    fn observe_line(&mut self, source: SourceTag, line: &Line);
+
+    /// Returns what `source`'s checkpoint at `position` keeps of the log's content, for the
+    /// integrity stage's log witness.
+    fn witness_state(&mut self, _source: SourceTag, _position: &Position) -> Option<Value> {
+        None
+    }
 
     /// Runs before `source`'s checkpoint moves to a new position.
     fn before_checkpoint(&mut self, source: SourceTag);
@@ -236,6 +254,18 @@ impl FollowedLog {
         self.tailer.path()
     }
 
+    /// Returns the log's tailer, for readers that check what it read.
+    #[must_use]
+    pub fn tailer(&self) -> &Tailer {
+        &self.tailer
+    }
+
+    /// Returns the checkpoint last made durable (at start, the one resumed from).
+    #[must_use]
+    pub fn checkpoint(&self) -> Option<&Checkpoint> {
+        self.saved.as_ref()
+    }
+
     /// Reads and hands on everything available; stops early while delivery is held.
     ///
     /// A read error (the log unreadable for a moment) is reported once and retried on the next
@@ -250,7 +280,7 @@ impl FollowedLog {
                 return;
             }
             let Some(line) = self.queued.pop_front() else {
-                let (lines, notices) = match self.tailer.read_lines(BATCH_LINES) {
+                let (mut lines, notices) = match self.tailer.read_lines(BATCH_LINES) {
                     Ok(read) => read,
                     Err(err) => {
                         if !self.read_failing {
@@ -265,7 +295,9 @@ impl FollowedLog {
                     info!(path = %self.tailer.path().display(), "log readable again");
                 }
                 self.note(&notices);
-                if lines.is_empty() {
+                let is_end = lines.is_empty();
+                out.after_read(self.tag, &mut lines, &notices, &self.tailer);
+                if is_end {
                     break;
                 }
                 // The writer's exec record reached the ring buffer before its first line did.
@@ -274,7 +306,7 @@ impl FollowedLog {
                 continue;
             };
 
-            out.observe_line(self.tag, &line.bytes);
+            out.observe_line(self.tag, &line);
             let changes = self
                 .reader
                 .line(&line.bytes, self.tailer.path(), line.line_no);
@@ -363,6 +395,7 @@ impl FollowedLog {
         let (position, transactions) = out
             .checkpoint_limit(self.tag)
             .unwrap_or((position, transactions));
+        let witness = out.witness_state(self.tag, &position);
         let mut checkpoint = Checkpoint::new(
             self.tailer.path().to_path_buf(),
             position.identity,
@@ -370,6 +403,7 @@ impl FollowedLog {
             position.offset,
         );
         checkpoint.transactions = transactions;
+        checkpoint.witness = witness;
         if self.saved.as_ref() == Some(&checkpoint) {
             return;
         }
@@ -429,6 +463,15 @@ impl Source {
         match self {
             Self::Log(log) => log.path(),
             Self::Database(database) => database.path(),
+        }
+    }
+
+    /// Returns the followed log, for a source that is one.
+    #[must_use]
+    pub fn log(&self) -> Option<&FollowedLog> {
+        match self {
+            Self::Log(log) => Some(log),
+            Self::Database(_) => None,
         }
     }
 
@@ -563,7 +606,7 @@ mod tests {
     impl Delivery for Collect {
         fn before_lines(&mut self) {}
 
-        fn observe_line(&mut self, _source: SourceTag, _line: &[u8]) {}
+        fn observe_line(&mut self, _source: SourceTag, _line: &Line) {}
 
         fn before_checkpoint(&mut self, _source: SourceTag) {}
 

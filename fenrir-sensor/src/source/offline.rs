@@ -17,6 +17,11 @@
 //!
 //! dpkg's database does not record a reinstall of the same version, so a reinstall made while
 //! the sensor was down is reported only from the log.
+//!
+//! While the sensor runs, the integrity stage's database witness compares the database with
+//! the log at every quiet moment and reports what bypassed the log as it happens; each set it
+//! compared is taken in ([`Reconciler::take_in`]), so the snapshot holds what it reported and
+//! the next start does not report it again.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -76,11 +81,13 @@ impl Reconciler {
         }
     }
 
-    /// Moves the tracked set by one delivered log line, if it is a `status` line.
+    /// Moves the tracked set by one delivered log line, if it is a `status` line. The pipeline
+    /// leaves out the lines the kernel saw a `dpkg --root` or `--admindir` run write: they
+    /// describe another database.
     ///
-    /// TODO: a `dpkg --root` or `--admindir` run that writes the followed log changes another
-    /// database; its status lines move this set all the same, so the next start reports its
-    /// packages as removed while the sensor was down.
+    /// TODO: such a run's lines written while the sensor was down, or while it ran without its
+    /// kernel tracer, have no known writer and move this set all the same, so the next start
+    /// reports their packages as removed while the sensor was down.
     pub fn observe(&mut self, line: &[u8]) {
         let Some(tracked) = self.tracked.as_mut() else {
             return;
@@ -109,14 +116,28 @@ impl Reconciler {
         self.tracked = None;
     }
 
-    /// Returns whether the comparison is still to be made.
-    ///
-    /// TODO: the comparison runs once per start, so a change that bypasses the followed log
-    /// while the sensor runs (`dpkg --log /dev/null`) is reported only at the next start, as
-    /// offline; comparing after every dpkg run would report it within a poll.
+    /// Returns whether the comparison is still to be made. It runs once per start; later
+    /// changes that bypass the log are the database witness's to report.
     #[must_use]
     pub fn is_due(&self) -> bool {
         !self.reconciled
+    }
+
+    /// Takes in the database as a comparison made while running found it (the database
+    /// witness's view after its check), so the changes that comparison reported are in the
+    /// next snapshot. Before this start's own comparison, or after it was skipped, the saved
+    /// snapshot stays as it is: what it lacks is still to be reported.
+    pub fn take_in(&mut self, database: &InstalledSet) {
+        if !self.reconciled {
+            return;
+        }
+        let Some(tracked) = self.tracked.as_mut() else {
+            return;
+        };
+        if tracked != database {
+            database.clone_into(tracked);
+            self.dirty = true;
+        }
     }
 
     /// Compares `database`, read at a quiet moment with the log read to its end, with the
@@ -535,6 +556,35 @@ mod tests {
         assert_eq!(events[0].raw_line, "");
         assert!(events[0].description.ends_with("while the sensor was down"));
         assert!(!reconciler.is_due());
+        Ok(())
+    }
+
+    #[test]
+    fn a_change_a_live_comparison_reported_is_not_reported_again_at_the_next_start(
+    ) -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let log = dir.path().join("dpkg.log");
+        let a = package("a", "1.0", PackageState::Installed);
+        let b = package("b", "5", PackageState::Installed);
+        let before: InstalledSet = vec![a.clone()].into();
+        let after: InstalledSet = vec![a.clone(), b.clone()].into();
+
+        let mut reconciler = Reconciler::start(dir.path(), Path::new("/admin"), &log);
+        assert!(reconciler.reconcile(before.clone(), "h").is_empty());
+        // The database witness found b installed without a log line and reported it.
+        reconciler.take_in(&after);
+        reconciler.persist();
+
+        let mut reconciler = Reconciler::start(dir.path(), Path::new("/admin"), &log);
+        // Before this start's comparison, a live view does not replace the snapshot.
+        let later: InstalledSet = vec![a, b, package("c", "1", PackageState::Installed)].into();
+        reconciler.take_in(&later);
+        let events = reconciler.reconcile(later, "h");
+        let packages: Vec<&str> = events
+            .iter()
+            .map(|e| e.parsed_data.package.as_str())
+            .collect();
+        assert_eq!(packages, ["c"], "{events:#?}");
         Ok(())
     }
 }

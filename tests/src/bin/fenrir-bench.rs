@@ -5,6 +5,9 @@
 //! - replay throughput over a history of more than a million real dpkg lines;
 //! - resident memory of a running sensor after bursts of lines, without and with the kernel
 //!   exec tracer;
+//! - the cost of checking an installed package's files (`fenrir-sensor verify`: MD5 and
+//!   SHA-256 of every file in one pass) per megabyte, beside `md5sum` and `sha256sum` reading
+//!   the same files;
 //! - `fenrir-sensor query` over an event store of a million events and a year of rotated dpkg
 //!   logs (twelve monthly files, ten of them gzipped): the last day, with and without the store
 //!   covering the logs, one user's last week, and one package over the whole year;
@@ -37,6 +40,9 @@ const HISTORY_LINES: usize = 1_200_000;
 const EXECS_PER_ROUND: usize = 5_000;
 /// Rounds of the exec figures on each side (with and without a sensor).
 const EXEC_ROUNDS: usize = 4;
+/// Files and megabytes each of the package hashed for the verify figure.
+const VERIFY_FILES: usize = 32;
+const VERIFY_FILE_MB: usize = 4;
 /// The switch that makes the kernel count run time and runs of every BPF program.
 const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 /// How long a starting sensor may take to report `sensor ready`.
@@ -56,6 +62,7 @@ fn main() -> anyhow::Result<()> {
     let replay = replay_throughput(&binary, work.path())?;
     let query = query_figures(&binary, work.path())?;
     let rss = steady_rss(&binary, work.path(), Tracer::Off)?;
+    let verify = verify_cost(&binary, work.path())?;
     let kernel = kernel_figures(&binary, work.path())?;
 
     row("append→event p50 (µs)", &latency.p50);
@@ -74,6 +81,8 @@ fn main() -> anyhow::Result<()> {
         &query.package_year_uncovered,
     );
     row("run RSS after 3×10k-line bursts (kB)", &rss);
+    row("verify cost per MB (ms)", &verify.fenrir);
+    row("md5sum + sha256sum per MB (ms)", &verify.coreutils);
     match &kernel {
         Kernel::Measured(figures) => figures.print_rows(),
         Kernel::Skipped(reason) => println!("skipping: {reason}"),
@@ -87,6 +96,10 @@ fn main() -> anyhow::Result<()> {
     println!(
         "polling reader median / fenrir p50 median: {:.0}× slower",
         median(&polling) / p50.max(1.0)
+    );
+    println!(
+        "verify / (md5sum + sha256sum) per MB, medians: {:.2}×",
+        median(&verify.fenrir) / median(&verify.coreutils).max(1e-9)
     );
     if let Kernel::Measured(figures) = &kernel {
         figures.print_summary();
@@ -378,6 +391,101 @@ fn build_history(dir: &Path) -> anyhow::Result<PathBuf> {
     }
     out.flush()?;
     Ok(history)
+}
+
+struct VerifyCost {
+    /// Milliseconds per megabyte of `fenrir-sensor verify`, per round.
+    fenrir: Vec<f64>,
+    /// Milliseconds per megabyte of `md5sum` then `sha256sum` over the same files.
+    coreutils: Vec<f64>,
+}
+
+/// Lays out an installed package of `VERIFY_FILES` files under a root with its md5sums and
+/// status record, as dpkg leaves them; returns the root, the admin directory and the files.
+fn build_installed_package(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, Vec<PathBuf>)> {
+    let root = dir.join("verify-root");
+    let admin = root.join("var/lib/dpkg");
+    fs::create_dir_all(admin.join("info"))?;
+    let data = root.join("usr/lib/fenrir-bench");
+    fs::create_dir_all(&data)?;
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut files = Vec::new();
+    for index in 0..VERIFY_FILES {
+        let path = data.join(format!("blob-{index}"));
+        let mut out = std::io::BufWriter::new(File::create(&path)?);
+        for _ in 0..VERIFY_FILE_MB * (1 << 20) / 8 {
+            // xorshift: incompressible bytes without a dependency.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            out.write_all(&state.to_le_bytes())?;
+        }
+        out.flush()?;
+        files.push(path);
+    }
+    let sums = Command::new("md5sum")
+        .args(&files)
+        .current_dir(&root)
+        .output()?;
+    if !sums.status.success() {
+        bail!("md5sum failed");
+    }
+    let listing = String::from_utf8(sums.stdout)?.replace(&format!("  {}/", root.display()), "  ");
+    fs::write(admin.join("info/fenrir-bench.md5sums"), listing)?;
+    fs::write(
+        admin.join("status"),
+        "Package: fenrir-bench\nStatus: install ok installed\nArchitecture: all\n\
+         Version: 1.0\nDescription: benchmark package\n",
+    )?;
+    Ok((root, admin, files))
+}
+
+fn verify_cost(binary: &Path, dir: &Path) -> anyhow::Result<VerifyCost> {
+    let (root, admin, files) = build_installed_package(dir)?;
+    let megabytes = f64::from(u32::try_from(VERIFY_FILES * VERIFY_FILE_MB)?);
+    let state = dir.join("verify-state");
+    let mut cost = VerifyCost {
+        fenrir: Vec::new(),
+        coreutils: Vec::new(),
+    };
+    // The first round of each warms the page cache; what is measured is the hashing.
+    for round in 0..6 {
+        let start = Instant::now();
+        let output = Command::new(binary)
+            .arg("verify")
+            .arg("--dpkg-admindir")
+            .arg(&admin)
+            .arg("--dpkg-root")
+            .arg(&root)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("fenrir-bench")
+            .output()?;
+        let fenrir = start.elapsed().as_secs_f64() * 1000.0 / megabytes;
+        if output.status.code() != Some(0) {
+            bail!(
+                "verify failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let start = Instant::now();
+        for tool in ["md5sum", "sha256sum"] {
+            let status = Command::new(tool)
+                .args(&files)
+                .stdout(Stdio::null())
+                .status()?;
+            if !status.success() {
+                bail!("{tool} failed with {status}");
+            }
+        }
+        let coreutils = start.elapsed().as_secs_f64() * 1000.0 / megabytes;
+        if round > 0 {
+            cost.fenrir.push(fenrir);
+            cost.coreutils.push(coreutils);
+        }
+    }
+    Ok(cost)
 }
 
 fn replay_throughput(binary: &Path, dir: &Path) -> anyhow::Result<Vec<f64>> {
