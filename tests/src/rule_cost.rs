@@ -76,7 +76,7 @@ pub struct RuleCost {
     pub serialize_ns: Vec<f64>,
 }
 
-/// Measures the rule engine's cost per event over [`ROUNDS`] rounds.
+/// Measures the rule engine's cost per event, one sample per round.
 ///
 /// # Errors
 /// Fails when the benchmark's own rule configuration does not load.
