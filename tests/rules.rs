@@ -1,8 +1,8 @@
 //! Rules and hooks end to end, with real dpkg: a miner-named package is HIGH with the
 //! watchlist rule named, a maintenance window lowers what happens inside it and leaves the
 //! rest alone, HIGH events reach the exec hook and the webhook exactly once, a webhook that
-//! is down is retried without holding anything up, and broken configurations are refused
-//! with the file, line and key named.
+//! is down and an exec hook that hangs are retried and counted without holding anything up,
+//! and broken configurations are refused with the file, line and key named.
 
 use std::fs;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -253,10 +253,61 @@ fn a_webhook_that_is_down_is_retried_and_stalls_nothing() -> anyhow::Result<()> 
     }
     let stderr = sensor.stderr();
     assert!(stderr.contains("attempts=4"), "{stderr}");
+    assert!(stderr.contains("hook attempt failed; retrying"), "{stderr}");
+    let (status, _) = sensor.stop()?;
+    assert!(status.success(), "{status}");
+    Ok(())
+}
+
+#[test]
+fn a_hanging_exec_hook_is_killed_retried_and_counted_and_stalls_nothing() -> anyhow::Result<()> {
+    if !require_root("the exec hook failure test") {
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    let sensor = start(
+        &sandbox,
+        "[hooks]\ndedup_window_secs = 0\n[hooks.exec]\n\
+         command = [\"/bin/sh\", \"-c\", \"cat > /dev/null; exec sleep 30\"]\n\
+         timeout_ms = 1000\nretries = 1\nretry_initial_ms = 500\nretry_max_ms = 500\n",
+    )?;
+    // Each HIGH event keeps the hook busy for two runs of a second and the pause between.
+    let started = Instant::now();
+    for n in 0..4 {
+        sandbox.install(&PackageSpec::new(&format!("xmrig-stuck-{n}"), "1.0"))?;
+    }
+    sandbox.install(&PackageSpec::new("fenrir-after-the-hang", "1.0"))?;
+    let events = sensor.events(5, WAIT)?;
+    let elapsed = started.elapsed();
+    assert_eq!(events[4]["parsed_data"]["package"], "fenrir-after-the-hang");
     assert!(
-        stderr.contains("webhook attempt failed; retrying"),
-        "{stderr}"
+        elapsed < Duration::from_secs(8),
+        "events waited for the exec hook: {elapsed:?}"
     );
+
+    // Failures are counted one by one, each after its retry.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let second_failure = |stderr: &str| {
+        stderr
+            .lines()
+            .any(|l| l.contains("hook failed") && l.contains("failed=2"))
+    };
+    while !second_failure(&sensor.stderr()) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no second failure reported:\n{}",
+            sensor.stderr()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let stderr = sensor.stderr();
+    let failure = stderr
+        .lines()
+        .find(|l| l.contains("hook failed"))
+        .unwrap_or_default();
+    assert!(failure.contains("attempts=2"), "{stderr}");
+    assert!(failure.contains("killed after its timeout"), "{stderr}");
+    assert!(stderr.contains("hook attempt failed; retrying"), "{stderr}");
     let (status, _) = sensor.stop()?;
     assert!(status.success(), "{status}");
     Ok(())

@@ -3,6 +3,11 @@
 //! address, user, method and key, is HIGH for an address the user never came from, and is
 //! not when that address is whitelisted — with logins read from the journal and from an
 //! auth.log written by a real rsyslog, in both of its timestamp formats.
+//!
+//! Beyond that: password and keyboard-interactive logins through PAM name their method; a
+//! login read only after a change made elsewhere still raises it; a change waiting for its
+//! login holds back no other change and survives a crash; a killed `journalctl` is restarted
+//! and an auth.log rotated by rename and create keeps being followed.
 
 use std::fs;
 use std::path::Path;
@@ -13,7 +18,7 @@ use anyhow::Context as _;
 use fenrir_tests::dpkg::{require_root, PackageSpec, Sandbox};
 use fenrir_tests::journald::{unique_tag, Journald};
 use fenrir_tests::sensor::Sensor;
-use fenrir_tests::sshd::{LogTo, Rsyslog, SshServer};
+use fenrir_tests::sshd::{Auth, LogTo, Method, Rsyslog, SshServer};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -61,14 +66,30 @@ fn install_over_ssh(
     from: &str,
     package: &str,
 ) -> anyhow::Result<()> {
+    install_over_ssh_with(server, sandbox, Method::Publickey, from, package)
+}
+
+/// Installs `package` through `sudo` in an SSH session from `from`, logged in with `method`.
+fn install_over_ssh_with(
+    server: &SshServer,
+    sandbox: &Sandbox,
+    method: Method,
+    from: &str,
+    package: &str,
+) -> anyhow::Result<()> {
+    let command = install_command(sandbox, package)?;
+    server.login_with(method, from, &command).map(drop)
+}
+
+/// Returns the shell command that installs `package` into the sandbox through `sudo`.
+fn install_command(sandbox: &Sandbox, package: &str) -> anyhow::Result<String> {
     let deb = sandbox.build(&PackageSpec::new(package, "1.0-1"))?;
-    let command = format!(
+    Ok(format!(
         "sudo -n /usr/bin/dpkg --root={} --log={} --force-script-chrootless -i {}",
         sandbox.root().display(),
         sandbox.log().display(),
         deb.display()
-    );
-    server.login(from, &command).map(drop)
+    ))
 }
 
 /// Waits until the sensor has read a login of `user` from `ip`.
@@ -112,8 +133,13 @@ fn rule_names(event: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Checks what every SSH-attributed event carries.
+/// Checks what every SSH-attributed event of a key login carries.
 fn assert_session(event: &Value, server: &SshServer, ip: &str) {
+    assert_session_with(event, server, ip, Method::Publickey);
+}
+
+/// Checks what every SSH-attributed event carries, for a login with `method`.
+fn assert_session_with(event: &Value, server: &SshServer, ip: &str, method: Method) {
     assert_eq!(event["ip"], ip, "{event:#}");
     let actor = &event["actor"];
     assert_eq!(actor["login_user"], server.user(), "{actor:#}");
@@ -121,17 +147,21 @@ fn assert_session(event: &Value, server: &SshServer, ip: &str) {
     let ssh = &actor["ssh"];
     assert_eq!(ssh["client_ip"], ip, "{ssh:#}");
     assert_eq!(ssh["user"], server.user());
-    assert_eq!(ssh["method"], "publickey");
+    assert_eq!(ssh["method"], method.as_str(), "{ssh:#}");
     assert!(
         ssh["client_port"].as_u64().is_some_and(|p| p > 0),
         "{ssh:#}"
     );
-    assert!(
-        ssh["fingerprint"]
-            .as_str()
-            .is_some_and(|f| f.starts_with("SHA256:")),
-        "{ssh:#}"
-    );
+    if method == Method::Publickey {
+        assert!(
+            ssh["fingerprint"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("SHA256:")),
+            "{ssh:#}"
+        );
+    } else {
+        assert!(ssh["fingerprint"].is_null(), "{ssh:#}");
+    }
     assert!(ssh["login_time"].is_string(), "{ssh:#}");
     // The monitor process that logged the login is an ancestor of the session's dpkg.
     let sshd_pid = ssh["sshd_pid"].clone();
@@ -298,4 +328,367 @@ fn logins_from_a_traditional_auth_log_honour_the_environment_whitelist() -> anyh
         return Ok(());
     }
     auth_log_case(true)
+}
+
+#[test]
+fn password_and_keyboard_interactive_logins_name_their_method() -> anyhow::Result<()> {
+    if !require_root("the ssh password test") {
+        return Ok(());
+    }
+    let Some(rsyslog) = Rsyslog::start(false)? else {
+        return Ok(());
+    };
+    let Some(server) = SshServer::start_with(&LogTo::Socket(rsyslog.socket()), Auth::Passwords)?
+    else {
+        return Ok(());
+    };
+    let sandbox = Sandbox::new()?;
+    let config = format!(
+        "[ssh]\nsource = \"auth-log\"\nauth_log = \"{}\"\npoll_interval_ms = 100\n\
+         [sinks.journald]\nenabled = false\n",
+        rsyslog.auth_log().display()
+    );
+    let Some(sensor) = start_sensor(&sandbox, "ssh-password", &config, &[])? else {
+        return Ok(());
+    };
+
+    for (method, from, package) in [
+        (Method::Password, "127.0.0.1", "fenrir-ssh-password"),
+        (
+            Method::KeyboardInteractive,
+            "127.0.0.2",
+            "fenrir-ssh-keyboard",
+        ),
+    ] {
+        install_over_ssh_with(&server, &sandbox, method, from, package)?;
+        let event = next_install(&sensor, package)?;
+        assert_session_with(&event, &server, from, method);
+    }
+
+    // sshd took both through PAM: keyboard-interactive is PAM's own conversation.
+    let log = fs::read_to_string(rsyslog.auth_log())?;
+    let user = server.user();
+    assert!(
+        log.contains(&format!("Accepted password for {user} from 127.0.0.1")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "Accepted keyboard-interactive/pam for {user} from 127.0.0.2"
+        )),
+        "{log}"
+    );
+    Ok(())
+}
+
+/// Where the late-login tests log in from; the other tests' addresses are whitelisted, so
+/// their logins, in a journal shared by every test, raise nothing there.
+const LATE_LOGIN_FROM: &str = "127.0.3.3";
+const LATE_LOGIN_CONFIG: &str = "[rules]\nip_whitelist = [\"127.0.0.0/24\"]\n";
+
+/// Logs in from an address new to the user, makes a change outside SSH right after, and
+/// checks the change is raised for that login although the login is read after the change.
+fn late_login_case(server: &SshServer, sandbox: &Sandbox, sensor: &Sensor) -> anyhow::Result<()> {
+    server.login(LATE_LOGIN_FROM, "true")?;
+    sandbox.install(&PackageSpec::new("fenrir-after-a-login", "1.0"))?;
+    let event = next_install(sensor, "fenrir-after-a-login")?;
+    assert!(
+        event["actor"]["ssh"].is_null() || event["actor"]["ssh"]["client_ip"].is_null(),
+        "not made over SSH: {event:#}"
+    );
+    assert_eq!(event["severity"], "HIGH", "{event:#}");
+    let rule = event["rules"]
+        .as_array()
+        .and_then(|rules| rules.iter().find(|r| r["rule"] == "ssh-unusual-login"))
+        .cloned()
+        .unwrap_or_default();
+    let reason = rule["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(server.user()) && reason.contains(LATE_LOGIN_FROM),
+        "{event:#}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_login_read_after_a_change_from_the_journal_still_raises_it() -> anyhow::Result<()> {
+    if !require_root("the late login test") {
+        return Ok(());
+    }
+    let Some(_journald) = Journald::shared() else {
+        return Ok(());
+    };
+    let Some(server) = SshServer::start(&LogTo::Journal)? else {
+        return Ok(());
+    };
+    let sandbox = Sandbox::new()?;
+    let Some(sensor) = start_sensor(
+        &sandbox,
+        &unique_tag("ssh-late-journal"),
+        &format!("[ssh]\nsource = \"journal\"\n{LATE_LOGIN_CONFIG}"),
+        &[],
+    )?
+    else {
+        return Ok(());
+    };
+    late_login_case(&server, &sandbox, &sensor)
+}
+
+#[test]
+fn a_login_read_after_a_change_from_auth_log_still_raises_it() -> anyhow::Result<()> {
+    if !require_root("the late login test") {
+        return Ok(());
+    }
+    let Some(rsyslog) = Rsyslog::start(false)? else {
+        return Ok(());
+    };
+    let Some(server) = SshServer::start(&LogTo::Socket(rsyslog.socket()))? else {
+        return Ok(());
+    };
+    let sandbox = Sandbox::new()?;
+    // auth.log is read only every 5 s: the change's own wait makes the reader look at once.
+    let config = format!(
+        "[ssh]\nsource = \"auth-log\"\nauth_log = \"{}\"\npoll_interval_ms = 5000\n\
+         [sinks.journald]\nenabled = false\n{LATE_LOGIN_CONFIG}",
+        rsyslog.auth_log().display()
+    );
+    let Some(sensor) = start_sensor(&sandbox, "ssh-late-auth-log", &config, &[])? else {
+        return Ok(());
+    };
+    late_login_case(&server, &sandbox, &sensor)
+}
+
+/// A sensor reading an auth.log that never receives the server's logins.
+fn start_blind_sensor(
+    sandbox: &Sandbox,
+    host: &str,
+    wait_ms: u64,
+) -> anyhow::Result<Option<Sensor>> {
+    let auth_log = sandbox.path().join("elsewhere-auth.log");
+    if !auth_log.exists() {
+        fs::write(&auth_log, "")?;
+    }
+    let config = format!(
+        "[ssh]\nsource = \"auth-log\"\nauth_log = \"{}\"\npoll_interval_ms = 100\n\
+         attribution_wait_ms = {wait_ms}\n[sinks.journald]\nenabled = false\n",
+        auth_log.display()
+    );
+    start_sensor(sandbox, host, &config, &[])
+}
+
+#[test]
+fn a_change_waiting_for_its_login_holds_back_no_other_change() -> anyhow::Result<()> {
+    if !require_root("the held change test") {
+        return Ok(());
+    }
+    let Some(rsyslog) = Rsyslog::start(false)? else {
+        return Ok(());
+    };
+    let Some(server) = SshServer::start(&LogTo::Socket(rsyslog.socket()))? else {
+        return Ok(());
+    };
+    let sandbox = Sandbox::new()?;
+    let Some(sensor) = start_blind_sensor(&sandbox, "ssh-held", 6_000)? else {
+        return Ok(());
+    };
+
+    install_over_ssh(&server, &sandbox, "127.0.0.1", "fenrir-waits-for-login")?;
+    sandbox.install(&PackageSpec::new("fenrir-made-later", "1.0"))?;
+    let first = sensor.next_event(WAIT)?;
+    assert_eq!(
+        first["parsed_data"]["package"], "fenrir-made-later",
+        "the later change went first: {first:#}"
+    );
+    let held = next_install(&sensor, "fenrir-waits-for-login")?;
+    // Its login never came: no address, but the kernel's chain still shows the sshd.
+    assert_eq!(held["ip"], Value::Null, "{held:#}");
+    assert!(held["actor"]["ssh"]["client_ip"].is_null(), "{held:#}");
+    assert!(
+        held["actor"]["ancestry"]
+            .as_array()
+            .is_some_and(|chain| chain.iter().any(|a| a["comm"] == "sshd")),
+        "{held:#}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_crash_while_a_change_waits_for_its_login_loses_nothing() -> anyhow::Result<()> {
+    if !require_root("the held change crash test") {
+        return Ok(());
+    }
+    let Some(rsyslog) = Rsyslog::start(false)? else {
+        return Ok(());
+    };
+    let Some(server) = SshServer::start(&LogTo::Socket(rsyslog.socket()))? else {
+        return Ok(());
+    };
+    let sandbox = Sandbox::new()?;
+    let Some(sensor) = start_blind_sensor(&sandbox, "ssh-held-crash", 60_000)? else {
+        return Ok(());
+    };
+    install_over_ssh(&server, &sandbox, "127.0.0.1", "fenrir-held-at-crash")?;
+    // The safety-net poll saves the checkpoint every second meanwhile.
+    thread::sleep(Duration::from_secs(3));
+    assert!(
+        sensor.drain(Duration::from_millis(100)).is_empty(),
+        "still held"
+    );
+    // Killed without a chance to deliver, as a crash would.
+    drop(sensor);
+
+    let Some(restarted) = start_blind_sensor(&sandbox, "ssh-held-crash", 500)? else {
+        return Ok(());
+    };
+    let event = next_install(&restarted, "fenrir-held-at-crash")?;
+    assert_eq!(event["parsed_data"]["new_version"], "1.0-1", "{event:#}");
+    Ok(())
+}
+
+/// Returns the pid of the `journalctl --follow` the sensor `sensor_pid` started.
+fn journalctl_child(sensor_pid: u32) -> anyhow::Result<Option<u32>> {
+    for entry in fs::read_dir("/proc")? {
+        let Some(pid) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((comm, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") "))
+        else {
+            continue;
+        };
+        let parent = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let follows = cmdline.split(|&b| b == 0).any(|arg| arg == b"--follow");
+        if comm == "journalctl" && parent == Some(sensor_pid) && follows {
+            return Ok(Some(pid));
+        }
+    }
+    Ok(None)
+}
+
+#[test]
+fn a_killed_journalctl_is_restarted_and_later_logins_are_attributed() -> anyhow::Result<()> {
+    if !require_root("the journalctl restart test") {
+        return Ok(());
+    }
+    let Some(_journald) = Journald::shared() else {
+        return Ok(());
+    };
+    let Some(server) = SshServer::start(&LogTo::Journal)? else {
+        return Ok(());
+    };
+    let sandbox = Sandbox::new()?;
+    let Some(sensor) = start_sensor(
+        &sandbox,
+        &unique_tag("ssh-journalctl-restart"),
+        "[ssh]\nsource = \"journal\"\n[sinks.journald]\nenabled = false\n",
+        &[],
+    )?
+    else {
+        return Ok(());
+    };
+    server.login("127.0.0.1", "true")?;
+    wait_for_login(&sensor, server.user(), "127.0.0.1")?;
+
+    let deadline = Instant::now() + WAIT;
+    let first = loop {
+        if let Some(pid) = journalctl_child(sensor.pid())? {
+            break pid;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the sensor runs no journalctl");
+        thread::sleep(Duration::from_millis(100));
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(first)?),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    let restarted = loop {
+        match journalctl_child(sensor.pid())? {
+            Some(pid) if pid != first => break pid,
+            _ => {}
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "journalctl was not restarted:\n{}",
+            sensor.stderr()
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        sensor.stderr().contains("journalctl ended; restarting it"),
+        "{}",
+        sensor.stderr()
+    );
+
+    // A login after the restart is read and attributes the change made in its session.
+    install_over_ssh(&server, &sandbox, "127.0.0.2", "fenrir-after-restart")?;
+    let event = next_install(&sensor, "fenrir-after-restart")?;
+    assert_session(&event, &server, "127.0.0.2");
+    assert_eq!(journalctl_child(sensor.pid())?, Some(restarted));
+    Ok(())
+}
+
+#[test]
+fn a_rotated_auth_log_is_followed_and_its_sessions_stay_attributed() -> anyhow::Result<()> {
+    if !require_root("the auth.log rotation test") {
+        return Ok(());
+    }
+    let Some(rsyslog) = Rsyslog::start(false)? else {
+        return Ok(());
+    };
+    let Some(server) = SshServer::start(&LogTo::Socket(rsyslog.socket()))? else {
+        return Ok(());
+    };
+    let sandbox = Sandbox::new()?;
+    let config = format!(
+        "[ssh]\nsource = \"auth-log\"\nauth_log = \"{}\"\npoll_interval_ms = 100\n\
+         [sinks.journald]\nenabled = false\n",
+        rsyslog.auth_log().display()
+    );
+    let Some(sensor) = start_sensor(&sandbox, "ssh-rotation", &config, &[])? else {
+        return Ok(());
+    };
+
+    // A session logs in, then changes a package only after the log was rotated.
+    let marker = sandbox.path().join("rotated");
+    let command = format!(
+        "while [ ! -e {} ]; do sleep 0.1; done; {}",
+        marker.display(),
+        install_command(&sandbox, "fenrir-across-rotation")?
+    );
+    let mut session = server.spawn_login("127.0.0.1", &command)?;
+    wait_for_login(&sensor, server.user(), "127.0.0.1")?;
+    let rotated = rsyslog.rotate()?;
+    fs::write(&marker, "")?;
+    let status = session.wait()?;
+    anyhow::ensure!(status.success(), "the session failed: {status}");
+    let across = next_install(&sensor, "fenrir-across-rotation")?;
+    assert_session(&across, &server, "127.0.0.1");
+
+    // A login after the rotation lands in the new file and is read from it.
+    install_over_ssh(&server, &sandbox, "127.0.0.2", "fenrir-after-rotation")?;
+    let after = next_install(&sensor, "fenrir-after-rotation")?;
+    assert_session(&after, &server, "127.0.0.2");
+    let old = fs::read_to_string(&rotated)?;
+    let new = fs::read_to_string(rsyslog.auth_log())?;
+    assert!(
+        old.contains("from 127.0.0.1") && !old.contains("from 127.0.0.2"),
+        "{old}"
+    );
+    assert!(new.contains("from 127.0.0.2"), "{new}");
+    assert!(
+        sensor.stderr().contains("ssh log rotated"),
+        "{}",
+        sensor.stderr()
+    );
+    Ok(())
 }

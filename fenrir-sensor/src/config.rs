@@ -499,6 +499,9 @@ impl Config {
         if self.ssh.learning_days == 0 || self.ssh.history_max_entries == 0 {
             return Err("key `ssh.learning_days`: learning needs days and room".into());
         }
+        if self.ssh.log_delay_ms > self.ssh.attribution_wait_ms {
+            return Err("key `ssh.log_delay_ms`: must not exceed attribution_wait_ms".into());
+        }
         self.rules.validate()?;
         self.hooks.validate()
     }

@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
 use crate::attribute::apt::AptRecord;
+use crate::attribute::hold::{HoldOptions, HoldQueue};
 use crate::attribute::ssh::{learn_since, SshCorrelator};
 use crate::attribute::Attributor;
 use crate::config::{Config, LogLevel};
@@ -47,7 +48,7 @@ use crate::source::followed::{
 };
 use crate::source::lock::{dpkg_lock_state, LockState};
 use crate::source::offline::{Reconciler, OFFLINE};
-use crate::source::ssh::reader::ReaderOptions;
+use crate::source::ssh::reader::{LoginSource, ReaderOptions};
 use crate::source::tail::{Line, Position, StartAt, TailNotice, TailOptions, Tailer};
 
 /// What a run did, reported when it stops.
@@ -120,6 +121,8 @@ struct Pipeline {
     events: u64,
     /// SSH logins for attribution and correlation; absent with `[ssh] source = "off"`.
     ssh: Option<SshCorrelator>,
+    /// Events waiting for SSH logins still on their way.
+    hold: HoldQueue,
     rules: RuleEngine,
     hooks: Option<Hooks>,
     suppressed: u64,
@@ -140,12 +143,13 @@ impl Pipeline {
             source.pump(self);
         }
         self.sources = sources;
+        // Maintainer-script summaries collected with the lines may be ready.
+        self.release_waiting();
     }
 
     /// Sends changes to the sinks; returns whether every event was taken by some sink.
     /// `offline` marks changes a database showed were made while the sensor was down.
     fn deliver(&mut self, source: SourceTag, changes: Vec<PackageChange>, offline: bool) -> bool {
-        let mut all_taken = true;
         for change in changes {
             let mut event = Event::from_change(&change, &self.host, source.manager.as_str());
             if offline {
@@ -173,25 +177,47 @@ impl Pipeline {
                 debug!(package = %change.package, "rpm database change made by another manager");
                 continue;
             }
-            if !self.judge(&mut event) {
-                continue;
-            }
-            self.events += 1;
-            if !self.dispatcher.dispatch(event) {
-                all_taken = false;
-            }
+            self.hold.push(event, Some(source.index));
         }
+        let all_taken = self.release_held();
         if !all_taken {
             error!("no sink accepted an event; holding the log until one does");
         }
         all_taken
     }
 
+    /// Judges and dispatches the held events that need not wait any longer; returns whether
+    /// every one was taken by some sink. One no sink took keeps its source's checkpoint
+    /// before its line until the sinks have taken it.
+    fn release_held(&mut self) -> bool {
+        let mut all_taken = true;
+        for released in self.hold.release(self.ssh.as_mut()) {
+            let mut event = released.event;
+            if !self.judge(&mut event) {
+                continue;
+            }
+            self.events += 1;
+            if !self.dispatcher.dispatch(event) {
+                all_taken = false;
+                if let Some(pin) = released.pin {
+                    self.hold.pin(pin);
+                }
+            }
+        }
+        all_taken
+    }
+
+    /// Releases held events when a login arrived or their time came, outside a read.
+    fn release_waiting(&mut self) {
+        if !self.release_held() {
+            error!("no sink accepted an event; it is retried with its sink");
+        }
+    }
+
     /// Attributes the SSH session, runs the rules and hands the event to the hooks; returns
     /// whether the event is emitted.
     fn judge(&mut self, event: &mut Event) -> bool {
-        if let Some(ssh) = self.ssh.as_mut() {
-            ssh.drain();
+        if let Some(ssh) = self.ssh.as_ref() {
             ssh.attribute(event);
         }
         if self.rules.evaluate(event, self.ssh.as_ref()) == Verdict::Suppress {
@@ -301,17 +327,8 @@ impl Pipeline {
         // A run that ended has told all its scripts did; report them now.
         for run in attributor.take_finished() {
             for scripts in &run.scripts {
-                let mut event =
-                    Event::from_scripts(scripts, run.actor.clone(), run.ended, &self.host);
-                if !self.judge(&mut event) {
-                    continue;
-                }
-                self.events += 1;
-                if !self.dispatcher.dispatch(event) {
-                    warn!(
-                        "no sink accepted a maintainer-script event; it is retried with its sink"
-                    );
-                }
+                let event = Event::from_scripts(scripts, run.actor.clone(), run.ended, &self.host);
+                self.hold.push(event, None);
             }
         }
     }
@@ -406,6 +423,32 @@ impl Delivery for Pipeline {
     fn is_released(&mut self) -> bool {
         self.release_hold()
     }
+
+    fn note_position(
+        &mut self,
+        source: SourceTag,
+        position: &Position,
+        transactions: Option<&serde_json::Value>,
+    ) {
+        self.hold
+            .note_position(source.index, position, transactions);
+    }
+
+    fn checkpoint_limit(
+        &mut self,
+        source: SourceTag,
+    ) -> Option<(Position, Option<serde_json::Value>)> {
+        if !self.dispatcher.has_unaccepted() {
+            self.hold.unpin_all();
+        }
+        self.hold
+            .checkpoint_limit(source.index)
+            .map(|limit| (limit.position.clone(), limit.transactions.clone()))
+    }
+
+    fn is_settled(&mut self, source: SourceTag) -> bool {
+        self.hold.is_settled(source.index)
+    }
 }
 
 /// Returns every source the configuration asks for: dpkg's log first, then each other
@@ -450,6 +493,28 @@ fn source_specs(config: &Config, has_tracer: bool) -> Vec<SourceSpec> {
         });
     }
     specs
+}
+
+/// Starts reading SSH logins from `source`, keeping them for the correlation `window`.
+fn start_ssh(
+    config: &Config,
+    source: &LoginSource,
+    window: Duration,
+) -> anyhow::Result<SshCorrelator> {
+    let options = ReaderOptions {
+        poll_interval: Duration::from_millis(config.ssh.poll_interval_ms),
+        max_line_bytes: config.tail.max_line_bytes,
+        rotated_grace: Duration::from_secs(config.tail.rotated_grace_secs),
+        learn_since: learn_since(&config.ssh),
+    };
+    SshCorrelator::start(
+        &config.ssh,
+        Some(source),
+        config.rules.ip_whitelist.clone(),
+        &config.state_dir,
+        options,
+        window + Duration::from_mins(1),
+    )
 }
 
 /// Starts one directory watch that wakes `notify` whenever a followed file or a rotation of
@@ -555,23 +620,14 @@ impl Pipeline {
             (tracer, attributor)
         });
         let rules = RuleEngine::new(&config.rules);
-        let ssh = match config.ssh.resolve() {
-            Some(source) => {
-                let options = ReaderOptions {
-                    poll_interval: Duration::from_millis(config.ssh.poll_interval_ms),
-                    max_line_bytes: config.tail.max_line_bytes,
-                    rotated_grace: Duration::from_secs(config.tail.rotated_grace_secs),
-                    learn_since: learn_since(&config.ssh),
-                };
-                Some(SshCorrelator::start(
-                    &config.ssh,
-                    Some(&source),
-                    config.rules.ip_whitelist.clone(),
-                    &config.state_dir,
-                    options,
-                    rules.correlation_window() + Duration::from_mins(1),
-                )?)
-            }
+        let source = config.ssh.resolve();
+        let hold = HoldQueue::new(HoldOptions::for_source(
+            &config.ssh,
+            source.as_ref(),
+            config.rules.correlation.enabled,
+        ));
+        let ssh = match source {
+            Some(source) => Some(start_ssh(config, &source, rules.correlation_window())?),
             None => None,
         };
         let journal = OutcomeJournal {
@@ -599,6 +655,7 @@ impl Pipeline {
             coverage,
             events: 0,
             ssh,
+            hold,
             rules,
             hooks,
             suppressed: 0,
@@ -651,6 +708,9 @@ impl Pipeline {
         if read != dpkg_read(self) || dpkg_held(self) || !is_free(&self.admin_dir) {
             return;
         }
+        if let Some(ssh) = self.ssh.as_mut() {
+            ssh.drain();
+        }
         for mut event in self.offline.reconcile(database, &self.host) {
             if !self.judge(&mut event) {
                 continue;
@@ -665,10 +725,23 @@ impl Pipeline {
         }
     }
 
+    /// Gives held events the time they may still wait for their logins, then lets everything
+    /// go and reads once more, so that every checkpoint moves past what was delivered.
+    fn release_before_stop(&mut self) {
+        while let Some(wake) = self.hold.next_wake() {
+            self.release_waiting();
+            let pause = wake.saturating_duration_since(std::time::Instant::now());
+            std::thread::sleep(pause.min(Duration::from_millis(20)));
+        }
+        self.hold.close();
+        self.pump();
+    }
+
     /// Delivers what is already written, closes the sinks and reports what the run did.
     fn stop(mut self) -> RunSummary {
         // Deliver what is already written before stopping, so a restart repeats nothing.
         self.pump();
+        self.release_before_stop();
         let found = self.integrity.close();
         self.emit(found);
         if !self.dispatcher.has_unaccepted() {
@@ -782,6 +855,7 @@ pub async fn run(
     pipeline.pump();
     pipeline.reconcile_offline();
 
+    let ssh_wake = pipeline.ssh.as_ref().map(SshCorrelator::wake);
     let mut poll = tokio::time::interval(config.tail.poll_interval());
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -789,6 +863,10 @@ pub async fn run(
         let retry = pipeline
             .dispatcher
             .next_retry()
+            .map(tokio::time::Instant::from_std);
+        let held = pipeline
+            .hold
+            .next_wake()
             .map(tokio::time::Instant::from_std);
         tokio::select! {
             () = &mut shutdown => break,
@@ -801,17 +879,21 @@ pub async fn run(
                 pipeline.finish_runs_if_idle();
                 pipeline.check_integrity();
                 pipeline.check_kernel_drops();
-                if let Some(ssh) = pipeline.ssh.as_mut() {
-                    ssh.drain();
-                }
+                pipeline.release_waiting();
             }
+            () = notified(ssh_wake.as_deref()) => pipeline.release_waiting(),
+            () = sleep_until(held) => pipeline.release_waiting(),
             ready = ring_readable(ring.as_ref()), if ring.is_some() => {
                 if let Ok(mut guard) = ready {
                     guard.clear_ready();
                 }
                 pipeline.drain_kernel();
+                pipeline.release_waiting();
             }
-            _ = kernel_drain.tick(), if pipeline.kernel.is_some() => pipeline.drain_kernel(),
+            _ = kernel_drain.tick(), if pipeline.kernel.is_some() => {
+                pipeline.drain_kernel();
+                pipeline.release_waiting();
+            }
             () = verified.notified() => {
                 let found = pipeline.integrity.take_verified();
                 pipeline.emit(found);
@@ -864,6 +946,14 @@ async fn ring_readable(
 ) -> std::io::Result<AsyncFdReadyGuard<'_, OwnedFd>> {
     match ring {
         Some(ring) => ring.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for a notification, or forever without a notifier.
+async fn notified(notify: Option<&Notify>) {
+    match notify {
+        Some(notify) => notify.notified().await,
         None => std::future::pending().await,
     }
 }

@@ -3,10 +3,11 @@
 //! Each module starts or drives one real component the tests need and cleans up after it:
 //! [`dpkg`] a sandboxed dpkg, [`managers`] sandboxed dnf, zypper and pacman, [`journald`] a
 //! systemd-journald, [`sensor`] the sensor binary, [`sshd`] an OpenSSH server with a test user
-//! and an rsyslog.
+//! and an rsyslog. [`rule_cost`] measures the rule engine in process for the benchmark.
 
 pub mod dpkg;
 pub mod journald;
 pub mod managers;
+pub mod rule_cost;
 pub mod sensor;
 pub mod sshd;

@@ -131,6 +131,12 @@ impl Sensor {
         Ok(sensor)
     }
 
+    /// Returns the sensor's process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Returns everything the sensor wrote to stderr so far.
     #[must_use]
     pub fn stderr(&self) -> String {

@@ -18,6 +18,7 @@
 
 pub mod apt;
 pub mod history;
+pub mod hold;
 pub mod manager;
 pub mod script;
 pub mod ssh;

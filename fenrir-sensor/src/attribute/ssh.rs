@@ -9,16 +9,20 @@
 //! successful logins, and the [`LoginHistory`] each login is judged against *before* it is
 //! recorded, so a login never vouches for itself. The history and the reader's position are
 //! saved together, history first: after a crash a login may be learned twice, never lost.
+//!
+//! Nothing here waits: a change whose login has not been read yet is held by
+//! [`super::hold`] until it is, and attributed then.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use super::history::{write_atomically, LoginHistory};
@@ -86,11 +90,48 @@ pub struct SshCorrelator {
     unsaved: Option<Resume>,
     history_dirty: bool,
     last_save: Instant,
-    wait: Duration,
     recent_keep: Duration,
     gave_up: HashSet<u32>,
     caught_up: bool,
     failures: u64,
+    wake: Arc<Notify>,
+    /// Whether logins not read yet may still come: a reader runs, or a feeder said so.
+    expects_logins: bool,
+}
+
+/// The processes above a change's package manager, as the kernel recorded them: each pid
+/// and whether the process is an sshd.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ancestry(Vec<(u32, bool)>);
+
+impl Ancestry {
+    /// Reads the ancestry of the event's actor; empty without one.
+    #[must_use]
+    pub fn of(event: &Event) -> Self {
+        let Some(chain) = event.actor.as_ref().and_then(|a| a["ancestry"].as_array()) else {
+            return Self::default();
+        };
+        Self(
+            chain
+                .iter()
+                .filter_map(|a| {
+                    let pid = u32::try_from(a["pid"].as_u64()?).ok()?;
+                    let is_sshd = a["comm"].as_str().is_some_and(|c| c.starts_with("sshd"));
+                    Some((pid, is_sshd))
+                })
+                .collect(),
+        )
+    }
+
+    /// Returns whether an sshd is among the processes: the change was made over SSH.
+    #[must_use]
+    pub fn has_sshd(&self) -> bool {
+        self.0.iter().any(|a| a.1)
+    }
+
+    fn sshd_pids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.iter().filter(|a| a.1).map(|a| a.0)
+    }
 }
 
 impl SshCorrelator {
@@ -142,8 +183,14 @@ impl SshCorrelator {
             resumed = resume.is_some(),
             "ssh login correlation ready"
         );
+        let wake = Arc::new(Notify::new());
         let reader = match source {
-            Some(source) => Some(Reader::start(source, resume, reader_options)?),
+            Some(source) => Some(Reader::start(
+                source,
+                resume,
+                reader_options,
+                Arc::clone(&wake),
+            )?),
             None => None,
         };
         Ok(Self {
@@ -158,11 +205,12 @@ impl SshCorrelator {
             unsaved: None,
             history_dirty: false,
             last_save: Instant::now(),
-            wait: Duration::from_millis(config.attribution_wait_ms),
             recent_keep,
             gave_up: HashSet::new(),
             caught_up: false,
             failures: 0,
+            wake,
+            expects_logins: source.is_some(),
         })
     }
 
@@ -182,11 +230,42 @@ impl SshCorrelator {
             unsaved: None,
             history_dirty: false,
             last_save: Instant::now(),
-            wait: Duration::ZERO,
             recent_keep,
             gave_up: HashSet::new(),
             caught_up: true,
             failures: 0,
+            wake: Arc::new(Notify::new()),
+            expects_logins: false,
+        }
+    }
+
+    /// Makes a detached correlator treat a change over SSH whose login it has not been given
+    /// as waiting for that login, as a reader-fed one does.
+    #[must_use]
+    pub fn expecting_logins(mut self) -> Self {
+        self.expects_logins = true;
+        self
+    }
+
+    /// Returns what is notified when logins arrive or a requested read is done.
+    #[must_use]
+    pub fn wake(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
+    }
+
+    /// Returns a moment up to which every login the source held will have been taken by the
+    /// next [`SshCorrelator::drain`]; the present moment without a reader.
+    #[must_use]
+    pub fn read_through(&self) -> Instant {
+        self.reader
+            .as_ref()
+            .map_or_else(Instant::now, Reader::read_through)
+    }
+
+    /// Asks the reader to read its source now; [`SshCorrelator::wake`] is notified when done.
+    pub fn request_read(&self) {
+        if let Some(reader) = &self.reader {
+            reader.request_read();
         }
     }
 
@@ -300,68 +379,47 @@ impl SshCorrelator {
     }
 
     /// Fills `actor.ssh` and `ip` from the login whose sshd process is in the event's
-    /// ancestry, waiting up to the configured time for a login not read yet.
-    pub fn attribute(&mut self, event: &mut Event) {
-        let Some(actor) = event.actor.as_mut() else {
-            return;
-        };
-        let ancestry: Vec<(u32, bool)> = actor["ancestry"]
-            .as_array()
-            .map(|chain| {
-                chain
-                    .iter()
-                    .filter_map(|a| {
-                        let pid = u32::try_from(a["pid"].as_u64()?).ok()?;
-                        let is_sshd = a["comm"].as_str().is_some_and(|c| c.starts_with("sshd"));
-                        Some((pid, is_sshd))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let sshd_pids: Vec<u32> = ancestry.iter().filter(|a| a.1).map(|a| a.0).collect();
-        if sshd_pids.is_empty() {
+    /// ancestry, as far as logins have been read.
+    pub fn attribute(&self, event: &mut Event) {
+        let ancestry = Ancestry::of(event);
+        if !ancestry.has_sshd() {
             return;
         }
-
-        let mut found = self.find(&ancestry);
-        // The login line may reach the sensor a moment after the change made in its session.
-        if found.is_none()
-            && self.reader.is_some()
-            && !sshd_pids.iter().any(|pid| self.gave_up.contains(pid))
-        {
-            let deadline = Instant::now() + self.wait;
-            while found.is_none() {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                let Some(reader) = &self.reader else { break };
-                match reader.batches.recv_timeout(left) {
-                    Ok(batch) => self.take(batch),
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-                }
-                found = self.find(&ancestry);
-            }
-            if found.is_none() {
-                debug!(?sshd_pids, "no login found for the ssh session");
-                if self.gave_up.len() >= MAX_GAVE_UP {
-                    self.gave_up.clear();
-                }
-                self.gave_up.extend(sshd_pids);
-            }
-        }
-        let Some(login) = found else {
+        let Some(login) = self.find(&ancestry) else {
+            debug!(sshd_pids = ?ancestry.sshd_pids().collect::<Vec<_>>(), "no login known for the ssh session");
             return;
         };
         event.ip = Some(login.login.client_ip.to_string());
-        actor["ssh"] = login.to_json();
+        if let Some(actor) = event.actor.as_mut() {
+            actor["ssh"] = login.to_json();
+        }
+    }
+
+    /// Returns whether a change with this ancestry was made in an SSH session whose login
+    /// has not been read yet and is still worth waiting for.
+    #[must_use]
+    pub fn awaits_login(&self, ancestry: &Ancestry) -> bool {
+        self.expects_logins
+            && ancestry.has_sshd()
+            && !ancestry.sshd_pids().any(|pid| self.gave_up.contains(&pid))
+            && self.find(ancestry).is_none()
+    }
+
+    /// Stops waiting for the login of this ancestry's sessions: it was not found in time, and
+    /// later changes of the same sessions are judged without it at once.
+    pub fn give_up(&mut self, ancestry: &Ancestry) {
+        debug!(sshd_pids = ?ancestry.sshd_pids().collect::<Vec<_>>(), "no login found for the ssh session in time");
+        if self.gave_up.len() >= MAX_GAVE_UP {
+            self.gave_up.clear();
+        }
+        self.gave_up.extend(ancestry.sshd_pids());
     }
 
     /// Finds the nearest ancestor that is the sshd process of a known login.
-    fn find(&self, ancestry: &[(u32, bool)]) -> Option<JudgedLogin> {
-        ancestry.iter().find_map(|(pid, _)| {
+    fn find(&self, ancestry: &Ancestry) -> Option<&JudgedLogin> {
+        ancestry.0.iter().find_map(|(pid, _)| {
             let session = self.sessions.get(pid)?;
-            is_same_process(*pid, &session.login).then(|| session.clone())
+            is_same_process(*pid, &session.login).then_some(session)
         })
     }
 

@@ -576,12 +576,13 @@ impl RuleEngine {
             );
         }
         let Some(ssh) = ssh else { return };
-        // TODO: only logins already read count here; a login of another session that reaches
-        // the sensor after the change (within the reader's latency) does not raise it.
+        // The hold stage has waited until logins logged up to the change were read.
         let window = self.correlation_window();
+        // The latest such login is named: the likeliest to be behind the change.
         let nearby = ssh
             .unusual_logins_before(at.fixed_offset(), window)
             .into_iter()
+            .rev()
             .find(|login| Some(u64::from(login.login.sshd_pid)) != own_pid);
         if let Some(login) = nearby {
             steps.raise(

@@ -2,7 +2,8 @@
 //!
 //! In: every emitted event. Out: for events at or above the threshold, the event's JSON on
 //! the stdin of an exec hook (killed when it overruns its timeout) and/or in the body of an
-//! HTTP POST (retried with backoff), plus one journald entry and one diagnostic per outcome.
+//! HTTP POST, each retried with backoff when it fails, plus one journald entry and one
+//! diagnostic per outcome.
 //! State: per hook a bounded queue and a worker thread; shared, the duplicate window (same
 //! package and actor), the rate limiter and the counters.
 //!
@@ -63,10 +64,20 @@ pub struct ExecHookConfig {
     pub command: Vec<String>,
     #[serde(default = "exec_timeout")]
     pub timeout_ms: u64,
+    /// Further runs after one that failed to start, exited non-zero or overran.
+    #[serde(default = "exec_retries")]
+    pub retries: u32,
+    #[serde(default = "retry_initial")]
+    pub retry_initial_ms: u64,
+    #[serde(default = "retry_max")]
+    pub retry_max_ms: u64,
 }
 
 fn exec_timeout() -> u64 {
     10_000
+}
+fn exec_retries() -> u32 {
+    2
 }
 
 /// An HTTP endpoint that receives each dispatched event as a JSON POST.
@@ -121,6 +132,11 @@ impl HooksConfig {
             if exec.timeout_ms == 0 {
                 return Err("key `hooks.exec.timeout_ms`: must be greater than 0".into());
             }
+            if exec.retry_initial_ms > exec.retry_max_ms {
+                return Err(
+                    "key `hooks.exec.retry_initial_ms`: must not exceed retry_max_ms".into(),
+                );
+            }
         }
         if let Some(webhook) = &self.webhook {
             let url = webhook.url.to_ascii_lowercase();
@@ -151,7 +167,7 @@ pub struct HookCounters {
     pub queued: AtomicU64,
     pub delivered: AtomicU64,
     pub failed: AtomicU64,
-    /// Further attempts of the webhook.
+    /// Further attempts after a failed one.
     pub retries: AtomicU64,
     /// Dropped because the queue was full.
     pub dropped: AtomicU64,
@@ -218,21 +234,35 @@ impl Hooks {
         let mut workers = Vec::new();
         if let Some(exec) = &config.exec {
             let exec = exec.clone();
+            let backoff = Backoff {
+                retries: exec.retries,
+                initial: Duration::from_millis(exec.retry_initial_ms),
+                max: Duration::from_millis(exec.retry_max_ms),
+            };
             workers.push(spawn_worker(
                 "exec",
                 config.queue,
                 journal,
-                move |event, counters| run_exec(&exec, event, counters),
+                move |event, counters| retry("exec", &backoff, counters, || run_exec(&exec, event)),
             )?);
         }
         if let Some(webhook) = &config.webhook {
             let webhook = webhook.clone();
             let agent = webhook_agent(&webhook);
+            let backoff = Backoff {
+                retries: webhook.retries,
+                initial: Duration::from_millis(webhook.retry_initial_ms),
+                max: Duration::from_millis(webhook.retry_max_ms),
+            };
             workers.push(spawn_worker(
                 "webhook",
                 config.queue,
                 journal,
-                move |event, counters| post_webhook(&agent, &webhook, event, counters),
+                move |event, counters| {
+                    retry("webhook", &backoff, counters, || {
+                        post_webhook(&agent, &webhook, event)
+                    })
+                },
             )?);
         }
         if workers.is_empty() {
@@ -492,14 +522,58 @@ fn outcome_fields(
     fields
 }
 
-fn run_exec(config: &ExecHookConfig, event: &Event, _counters: &HookCounters) -> Outcome {
-    let failed = |detail: String| Outcome {
-        delivered: false,
-        attempts: 1,
-        detail,
-    };
+/// How often and how patiently a failed delivery is tried again.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    retries: u32,
+    initial: Duration,
+    max: Duration,
+}
+
+/// Runs `attempt` until it succeeds or `backoff` allows no further try, sleeping between
+/// tries on the hook's own thread.
+fn retry(
+    name: &str,
+    backoff: &Backoff,
+    counters: &HookCounters,
+    mut attempt: impl FnMut() -> Result<(), String>,
+) -> Outcome {
+    let mut pause = backoff.initial;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let detail = match attempt() {
+            Ok(()) => {
+                return Outcome {
+                    delivered: true,
+                    attempts,
+                    detail: String::new(),
+                }
+            }
+            Err(detail) => detail,
+        };
+        if attempts > backoff.retries {
+            return Outcome {
+                delivered: false,
+                attempts,
+                detail,
+            };
+        }
+        debug!(hook = name, attempts, error = %detail, "hook attempt failed; retrying");
+        counters.retries.fetch_add(1, Ordering::Relaxed);
+        thread::sleep(pause);
+        pause = (pause * 2).min(backoff.max);
+    }
+}
+
+/// Runs the exec hook once for `event`.
+///
+/// # Errors
+/// Returns why the run failed: the program could not start, exited non-zero (with the start
+/// of its stderr, control characters escaped) or overran its timeout and was killed.
+fn run_exec(config: &ExecHookConfig, event: &Event) -> Result<(), String> {
     let Some((program, args)) = config.command.split_first() else {
-        return failed("no program".into());
+        return Err("no program".into());
     };
     let mut command = Command::new(program);
     command
@@ -512,7 +586,7 @@ fn run_exec(config: &ExecHookConfig, event: &Event, _counters: &HookCounters) ->
         .process_group(0);
     let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(err) => return failed(format!("cannot start {program}: {err}")),
+        Err(err) => return Err(format!("cannot start {program}: {err}")),
     };
     let body = event.to_json_line() + "\n";
     let stdin = child.stdin.take();
@@ -537,7 +611,7 @@ fn run_exec(config: &ExecHookConfig, event: &Event, _counters: &HookCounters) ->
             Ok(Some(status)) => break Some(status),
             Ok(None) if Instant::now() >= deadline => break None,
             Ok(None) => thread::sleep(Duration::from_millis(10)),
-            Err(err) => return failed(format!("cannot wait for {program}: {err}")),
+            Err(err) => return Err(format!("cannot wait for {program}: {err}")),
         }
     };
     let Some(status) = status else {
@@ -550,7 +624,7 @@ fn run_exec(config: &ExecHookConfig, event: &Event, _counters: &HookCounters) ->
         let _ = child.kill();
         let _ = child.wait();
         let _ = writer.join();
-        return failed(format!(
+        return Err(format!(
             "killed after its timeout of {} ms",
             config.timeout_ms
         ));
@@ -558,13 +632,13 @@ fn run_exec(config: &ExecHookConfig, event: &Event, _counters: &HookCounters) ->
     let _ = writer.join();
     let stderr = reader.join().unwrap_or_default();
     if status.success() {
-        Outcome {
-            delivered: true,
-            attempts: 1,
-            detail: String::new(),
-        }
+        Ok(())
     } else {
-        failed(format!("exited with {status}: {}", stderr.trim()))
+        // The program's stderr reaches the diagnostics and journald.
+        Err(format!(
+            "exited with {status}: {}",
+            escape_control(stderr.trim())
+        ))
     }
 }
 
@@ -577,45 +651,21 @@ fn webhook_agent(config: &WebhookConfig) -> ureq::Agent {
     ureq::Agent::new_with_config(agent_config)
 }
 
-fn post_webhook(
-    agent: &ureq::Agent,
-    config: &WebhookConfig,
-    event: &Event,
-    counters: &HookCounters,
-) -> Outcome {
-    let body = event.to_json_line();
-    let mut backoff = Duration::from_millis(config.retry_initial_ms);
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let mut request = agent
-            .post(&config.url)
-            .header("Content-Type", "application/json");
-        for (name, value) in &config.headers {
-            request = request.header(name, value);
-        }
-        let detail = match request.send(body.as_bytes()) {
-            Ok(response) if response.status().is_success() => {
-                return Outcome {
-                    delivered: true,
-                    attempts,
-                    detail: String::new(),
-                }
-            }
-            Ok(response) => format!("HTTP status {}", response.status()),
-            Err(err) => err.to_string(),
-        };
-        if attempts > config.retries {
-            return Outcome {
-                delivered: false,
-                attempts,
-                detail,
-            };
-        }
-        debug!(attempts, error = %detail, "webhook attempt failed; retrying");
-        counters.retries.fetch_add(1, Ordering::Relaxed);
-        thread::sleep(backoff);
-        backoff = (backoff * 2).min(Duration::from_millis(config.retry_max_ms));
+/// Posts `event` to the webhook once.
+///
+/// # Errors
+/// Returns why the post failed: a connection error, a timeout or a non-2xx status.
+fn post_webhook(agent: &ureq::Agent, config: &WebhookConfig, event: &Event) -> Result<(), String> {
+    let mut request = agent
+        .post(&config.url)
+        .header("Content-Type", "application/json");
+    for (name, value) in &config.headers {
+        request = request.header(name, value);
+    }
+    match request.send(event.to_json_line().as_bytes()) {
+        Ok(response) if response.status().is_success() => Ok(()),
+        Ok(response) => Err(format!("HTTP status {}", response.status())),
+        Err(err) => Err(err.to_string()),
     }
 }
 
@@ -702,21 +752,97 @@ mod tests {
         assert_eq!(stats[0].delivered, 2);
     }
 
+    fn exec_config(command: &[&str]) -> ExecHookConfig {
+        ExecHookConfig {
+            command: command.iter().map(|&part| part.to_owned()).collect(),
+            timeout_ms: 200,
+            retries: 2,
+            retry_initial_ms: 10,
+            retry_max_ms: 20,
+        }
+    }
+
+    fn backoff_of(config: &ExecHookConfig) -> Backoff {
+        Backoff {
+            retries: config.retries,
+            initial: Duration::from_millis(config.retry_initial_ms),
+            max: Duration::from_millis(config.retry_max_ms),
+        }
+    }
+
     #[test]
     fn an_overrunning_exec_hook_is_killed() {
-        let config = ExecHookConfig {
-            command: vec!["/bin/sleep".into(), "30".into()],
-            timeout_ms: 200,
-        };
+        let config = exec_config(&["/bin/sleep", "30"]);
         let started = Instant::now();
-        let outcome = run_exec(
-            &config,
-            &event("x", Severity::High),
-            &HookCounters::default(),
-        );
-        assert!(!outcome.delivered);
-        assert!(outcome.detail.contains("timeout"), "{}", outcome.detail);
+        let detail = run_exec(&config, &event("x", Severity::High)).expect_err("overran");
+        assert!(detail.contains("timeout"), "{detail}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_failing_exec_hook_is_run_again_until_it_succeeds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("ran-once");
+        // Fails the first time, as a hook whose service is briefly down would.
+        let script = format!(
+            "if [ -e {m} ]; then cat > /dev/null; else touch {m}; echo down >&2; exit 3; fi",
+            m = marker.display()
+        );
+        let config = exec_config(&["/bin/sh", "-c", &script]);
+        let counters = HookCounters::default();
+        let event = event("x", Severity::High);
+        let outcome = retry("exec", &backoff_of(&config), &counters, || {
+            run_exec(&config, &event)
+        });
+        assert!(outcome.delivered, "{}", outcome.detail);
+        assert_eq!(outcome.attempts, 2);
+        assert_eq!(counters.retries.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn an_exec_hook_that_keeps_failing_gives_up_after_its_retries() {
+        let config = exec_config(&["/bin/sh", "-c", "printf 'no\\033[2J' >&2; exit 3"]);
+        let counters = HookCounters::default();
+        let event = event("x", Severity::High);
+        let outcome = retry("exec", &backoff_of(&config), &counters, || {
+            run_exec(&config, &event)
+        });
+        assert!(!outcome.delivered);
+        assert_eq!(outcome.attempts, 3);
+        assert_eq!(counters.retries.load(Ordering::Relaxed), 2);
+        assert!(
+            outcome.detail.contains("exit status: 3"),
+            "{}",
+            outcome.detail
+        );
+        assert!(!outcome.detail.contains('\x1b'), "{}", outcome.detail);
+    }
+
+    #[test]
+    fn a_failed_exec_hook_is_counted_and_the_submitter_never_waits() {
+        let config: HooksConfig = toml::from_str(
+            "dedup_window_secs = 0\n[exec]\ncommand = [\"/bin/sleep\", \"30\"]\n\
+             timeout_ms = 100\nretries = 1\nretry_initial_ms = 10\nretry_max_ms = 10\n",
+        )
+        .expect("valid");
+        config.validate().expect("valid");
+        let journal = OutcomeJournal {
+            socket: None,
+            host: "h".into(),
+        };
+        let mut hooks = Hooks::start(&config, &journal)
+            .expect("started")
+            .expect("a hook");
+        let started = Instant::now();
+        for n in 0..3 {
+            hooks.submit(&event(&format!("p{n}"), Severity::High));
+        }
+        assert!(started.elapsed() < Duration::from_millis(100));
+        let stats = hooks.close(Duration::from_secs(10));
+        assert_eq!(stats[0].queued, 3);
+        assert_eq!(stats[0].failed, 3);
+        assert_eq!(stats[0].retries, 3);
+        assert_eq!(stats[0].delivered, 0);
     }
 
     #[test]
@@ -763,12 +889,16 @@ mod tests {
             headers: BTreeMap::new(),
         };
         let counters = HookCounters::default();
-        let outcome = post_webhook(
-            &webhook_agent(&config),
-            &config,
-            &event("xmrig", Severity::High),
-            &counters,
-        );
+        let backoff = Backoff {
+            retries: config.retries,
+            initial: Duration::from_millis(config.retry_initial_ms),
+            max: Duration::from_millis(config.retry_max_ms),
+        };
+        let agent = webhook_agent(&config);
+        let event = event("xmrig", Severity::High);
+        let outcome = retry("webhook", &backoff, &counters, || {
+            post_webhook(&agent, &config, &event)
+        });
         assert!(outcome.delivered, "{}", outcome.detail);
         assert_eq!(outcome.attempts, 2);
         let bodies = server.join().expect("server");
@@ -781,6 +911,7 @@ mod tests {
             "[webhook]\nurl = \"ftp://x\"",
             "[webhook]\nurl = \"http://\"",
             "[exec]\ncommand = []",
+            "[exec]\ncommand = [\"/bin/true\"]\nretry_initial_ms = 2\nretry_max_ms = 1",
             "queue = 0",
         ] {
             let config: HooksConfig = toml::from_str(bad).expect("parses");

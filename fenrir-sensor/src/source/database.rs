@@ -398,6 +398,10 @@ impl WatchedDatabase {
                 return;
             }
         }
+        // A restart must compare with the old snapshot while a change is on its way.
+        if !out.is_settled(self.tag) {
+            return;
+        }
         if let Some((snapshot, look)) = self.next.take() {
             self.snapshot = snapshot;
             self.look = Some(look);

@@ -83,6 +83,30 @@ pub trait Delivery {
 
     /// Retries what the sinks have not taken; returns whether reading may go on.
     fn is_released(&mut self) -> bool;
+
+    /// Learns that every line of `source` before `position` has been handed on, with the
+    /// reader's saved state there: where a restart reads changes handed on later again.
+    fn note_position(
+        &mut self,
+        _source: SourceTag,
+        _position: &Position,
+        _transactions: Option<&serde_json::Value>,
+    ) {
+    }
+
+    /// Returns the noted position (with its state) that `source`'s checkpoint may not pass
+    /// while changes handed on from after it are still on their way to the sinks.
+    fn checkpoint_limit(
+        &mut self,
+        _source: SourceTag,
+    ) -> Option<(Position, Option<serde_json::Value>)> {
+        None
+    }
+
+    /// Returns whether every change of `source` handed on has gone on to the sinks.
+    fn is_settled(&mut self, _source: SourceTag) -> bool {
+        true
+    }
 }
 
 /// How the end of a manager's run is known, when changes wait for it.
@@ -247,6 +271,10 @@ impl FollowedLog {
     /// A read error (the log unreadable for a moment) is reported once and retried on the next
     /// wake-up; nothing already read is lost and the sensor keeps running.
     pub fn pump(&mut self, out: &mut dyn Delivery) {
+        // With nothing held, every line read has been handed on.
+        if let (None, Some(position)) = (&self.held, self.tailer.position()) {
+            out.note_position(self.tag, &position, self.reader.saved_state().as_ref());
+        }
         loop {
             if !self.release_hold(out) {
                 return;
@@ -327,8 +355,11 @@ impl FollowedLog {
         if self.held.is_some() {
             return;
         }
-        let changes = self.reader.finish();
         let position = self.tailer.position();
+        if let Some(position) = &position {
+            out.note_position(self.tag, position, self.reader.saved_state().as_ref());
+        }
+        let changes = self.reader.finish();
         if !out.deliver(self.tag, changes) {
             self.held = position;
             return;
@@ -358,6 +389,12 @@ impl FollowedLog {
 
     fn save_checkpoint(&mut self, out: &mut dyn Delivery, position: Option<Position>) {
         let Some(position) = position else { return };
+        let transactions = self.reader.saved_state();
+        out.note_position(self.tag, &position, transactions.as_ref());
+        // Changes still on their way keep the checkpoint before their lines.
+        let (position, transactions) = out
+            .checkpoint_limit(self.tag)
+            .unwrap_or((position, transactions));
         let witness = out.witness_state(self.tag, &position);
         let mut checkpoint = Checkpoint::new(
             self.tailer.path().to_path_buf(),
@@ -365,7 +402,7 @@ impl FollowedLog {
             position.fingerprint,
             position.offset,
         );
-        checkpoint.transactions = self.reader.saved_state();
+        checkpoint.transactions = transactions;
         checkpoint.witness = witness;
         if self.saved.as_ref() == Some(&checkpoint) {
             return;

@@ -13,7 +13,8 @@
 //!   covering the logs, one user's last week, and one package over the whole year;
 //! - the kernel tracer's cost: in-kernel nanoseconds per run of its programs (from the
 //!   sensor's own `/proc/<pid>/fdinfo`, with `kernel.bpf_stats_enabled`) and the wall time of
-//!   many fork+execs with and without a running sensor.
+//!   many fork+execs with and without a running sensor;
+//! - the rule engine's cost per event, in process, beside serializing the same event.
 //!
 //! The machine is shared and noisy: every figure is measured several times in one run and shown
 //! as min / median / max, and comparisons are ratios from the same run.
@@ -64,6 +65,7 @@ fn main() -> anyhow::Result<()> {
     let rss = steady_rss(&binary, work.path(), Tracer::Off)?;
     let verify = verify_cost(&binary, work.path())?;
     let kernel = kernel_figures(&binary, work.path())?;
+    let rules = fenrir_tests::rule_cost::measure()?;
 
     row("append→event p50 (µs)", &latency.p50);
     row("append→event p99 (µs)", &latency.p99);
@@ -104,6 +106,12 @@ fn main() -> anyhow::Result<()> {
     if let Kernel::Measured(figures) = &kernel {
         figures.print_summary();
     }
+    row("rule engine per event (ns)", &rules.evaluate_ns);
+    row("event → JSON line per event (ns)", &rules.serialize_ns);
+    println!(
+        "rule engine / JSON line per event, medians: {:.2}×",
+        median(&rules.evaluate_ns) / median(&rules.serialize_ns).max(1e-9)
+    );
     Ok(())
 }
 

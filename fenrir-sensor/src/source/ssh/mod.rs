@@ -121,6 +121,9 @@ pub struct SshConfig {
     pub history_max_entries: usize,
     /// How long a change made in an SSH session may wait for its login to be read.
     pub attribution_wait_ms: u64,
+    /// How long sshd's messages may take to reach auth.log or the journal; every recent
+    /// change waits this long for logins still on their way.
+    pub log_delay_ms: u64,
     /// How often auth.log is read.
     pub poll_interval_ms: u64,
 }
@@ -134,6 +137,7 @@ impl Default for SshConfig {
             learning_days: 30,
             history_max_entries: 10_000,
             attribution_wait_ms: 2_000,
+            log_delay_ms: 100,
             poll_interval_ms: 250,
         }
     }
@@ -162,6 +166,12 @@ impl SshConfig {
                 }
             }
         }
+    }
+
+    /// Returns how long sshd's messages may take to reach the source.
+    #[must_use]
+    pub fn log_delay(&self) -> Duration {
+        Duration::from_millis(self.log_delay_ms)
     }
 
     /// Returns how long logins are remembered.

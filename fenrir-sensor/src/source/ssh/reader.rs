@@ -2,23 +2,31 @@
 //!
 //! In: the chosen [`LoginSource`]. Out: [`SshBatch`]es on a bounded channel, each with the
 //! position to persist once its events are handled, so the consumer — not the reader —
-//! decides when a login counts as seen. State: the tailer or the journal cursor.
+//! decides when a login counts as seen; and how far the source has been read
+//! ([`Reader::read_through`]), so a consumer can wait until every login sshd logged before
+//! some moment has passed through. State: the tailer or the journal cursor.
 //!
 //! Neither reader ever blocks the pipeline: they run on their own threads, and when the
-//! channel is full they wait, not the pipeline.
+//! channel is full they wait, not the pipeline. A reader wakes its consumer through a
+//! [`Notify`] when it sends logins, or when it has read its whole source after the consumer
+//! asked it to ([`Reader::request_read`]): auth.log is then read at once instead of at the
+//! next poll; the journal is read to its end by a separate, short `journalctl` run, because
+//! `journalctl --follow` hears of new entries only when journald announces them, a few
+//! hundred milliseconds after they were written. Entries both runs report are passed on once.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Local};
 use serde_json::Value;
+use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use super::parse::{parse_message, parse_syslog_line, SSHD_IDENTIFIERS};
@@ -36,6 +44,12 @@ const RESTART_INITIAL: Duration = Duration::from_secs(1);
 const RESTART_MAX: Duration = Duration::from_mins(1);
 /// A `journalctl` that ran this long before dying restarts without delay.
 const HEALTHY_RUN: Duration = Duration::from_mins(1);
+/// A short `journalctl` run that reads the journal to its end is killed after this.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
+/// After a short run failed, the next is tried no sooner than this.
+const SYNC_RETRY: Duration = Duration::from_secs(10);
+/// Journal cursors remembered to pass an entry reported by both runs on once.
+const SEEN_CURSORS: usize = 4096;
 
 /// Where logins are read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +85,57 @@ pub struct ReaderOptions {
     pub learn_since: SystemTime,
 }
 
+/// How far a reader has read its source, shared between the reader and its consumer.
+#[derive(Debug)]
+struct Progress {
+    started: Instant,
+    /// Nanoseconds after `started` at which a read that reached the end of the source began:
+    /// everything the source held then has been sent.
+    through_ns: AtomicU64,
+    /// Whether the source can be read to its end; without it there is nothing to wait for.
+    live: AtomicBool,
+    /// Whether the consumer waits to hear that the source was read through a later moment.
+    requested: AtomicBool,
+    wake: Arc<Notify>,
+}
+
+impl Progress {
+    fn new(wake: Arc<Notify>) -> Self {
+        Self {
+            started: Instant::now(),
+            through_ns: AtomicU64::new(0),
+            live: AtomicBool::new(false),
+            requested: AtomicBool::new(false),
+            wake,
+        }
+    }
+
+    /// Records that everything the source held at `at` was sent, and wakes a consumer that
+    /// asked for it.
+    fn read_through(&self, at: Instant) {
+        let ns = at.saturating_duration_since(self.started).as_nanos();
+        self.through_ns
+            .fetch_max(u64::try_from(ns).unwrap_or(u64::MAX), Ordering::Release);
+        if self.requested.swap(false, Ordering::AcqRel) {
+            self.wake.notify_one();
+        }
+    }
+
+    fn set_live(&self, live: bool) {
+        self.live.store(live, Ordering::Release);
+        if !live && self.requested.swap(false, Ordering::AcqRel) {
+            self.wake.notify_one();
+        }
+    }
+
+    fn through(&self) -> Instant {
+        if !self.live.load(Ordering::Acquire) {
+            return Instant::now();
+        }
+        self.started + Duration::from_nanos(self.through_ns.load(Ordering::Acquire))
+    }
+}
+
 /// A running reader: the channel its batches arrive on, and its stop switch.
 #[derive(Debug)]
 pub struct Reader {
@@ -78,10 +143,14 @@ pub struct Reader {
     stop: Arc<AtomicBool>,
     child: Arc<Mutex<Option<Child>>>,
     thread: Option<thread::JoinHandle<()>>,
+    progress: Arc<Progress>,
+    /// Cuts the auth.log reader's wait for its next poll short.
+    poke: SyncSender<()>,
 }
 
 impl Reader {
-    /// Starts reading `source` on its own thread, resuming after `resume` when given.
+    /// Starts reading `source` on its own thread, resuming after `resume` when given;
+    /// `wake` is notified when logins arrive or a requested read is done.
     ///
     /// # Errors
     /// Fails when the thread cannot be started.
@@ -89,21 +158,28 @@ impl Reader {
         source: &LoginSource,
         resume: Option<Resume>,
         options: ReaderOptions,
+        wake: Arc<Notify>,
     ) -> std::io::Result<Self> {
         let (sender, batches) = std::sync::mpsc::sync_channel(CHANNEL_BATCHES);
+        let (poke, poked) = std::sync::mpsc::sync_channel(1);
         let stop = Arc::new(AtomicBool::new(false));
         let child = Arc::new(Mutex::new(None));
+        let progress = Arc::new(Progress::new(wake));
+        let link = Link {
+            sender,
+            stop: Arc::clone(&stop),
+            progress: Arc::clone(&progress),
+        };
         let thread = match source.clone() {
             LoginSource::AuthLog(path) => {
                 let checkpoint = match resume {
                     Some(Resume::AuthLog(checkpoint)) => Some(checkpoint),
                     _ => None,
                 };
-                let stop = Arc::clone(&stop);
                 thread::Builder::new()
                     .name("fenrir-auth-log".into())
                     .spawn(move || {
-                        follow_auth_log(&path, checkpoint.as_ref(), &options, &sender, &stop);
+                        follow_auth_log(&path, checkpoint.as_ref(), &options, &link, &poked);
                     })?
             }
             LoginSource::Journal { journalctl } => {
@@ -111,12 +187,20 @@ impl Reader {
                     Some(Resume::Journal(cursor)) => Some(cursor),
                     _ => None,
                 };
-                let stop = Arc::clone(&stop);
                 let child = Arc::clone(&child);
+                let seen = Arc::new(Mutex::new(SeenEntries::default()));
+                let sync = link.clone();
+                let (sync_program, sync_seen) = (journalctl.clone(), Arc::clone(&seen));
+                let sync_options = options.clone();
+                thread::Builder::new()
+                    .name("fenrir-journal-sync".into())
+                    .spawn(move || {
+                        sync_journal(&sync_program, &sync_options, &sync, &sync_seen, &poked);
+                    })?;
                 thread::Builder::new()
                     .name("fenrir-journal".into())
                     .spawn(move || {
-                        follow_journal(&journalctl, cursor, &options, &sender, &stop, &child);
+                        follow_journal(&journalctl, cursor, &options, &link, &child, &seen);
                     })?
             }
         };
@@ -125,7 +209,26 @@ impl Reader {
             stop,
             child,
             thread: Some(thread),
+            progress,
+            poke,
         })
+    }
+
+    /// Returns a moment up to which every line the source held has been sent on
+    /// [`Reader::batches`]: batches received after this call cover it.
+    ///
+    /// While the source cannot be read (`journalctl` restarting, auth.log unreadable) there is
+    /// nothing to wait for, and the present moment is returned.
+    #[must_use]
+    pub fn read_through(&self) -> Instant {
+        self.progress.through()
+    }
+
+    /// Asks the reader to read its source now and to notify once it is read through a moment
+    /// after this call.
+    pub fn request_read(&self) {
+        self.progress.requested.store(true, Ordering::Release);
+        let _ = self.poke.try_send(());
     }
 
     /// Stops the reader and the `journalctl` it runs.
@@ -158,20 +261,40 @@ impl Drop for Reader {
     }
 }
 
-/// Sends a batch, waiting for room but giving up when the reader is being stopped.
-fn send(sender: &SyncSender<SshBatch>, mut batch: SshBatch, stop: &AtomicBool) -> bool {
-    loop {
-        match sender.try_send(batch) {
-            Ok(()) => return true,
-            Err(TrySendError::Disconnected(_)) => return false,
-            Err(TrySendError::Full(back)) => {
-                if stop.load(Ordering::Relaxed) {
-                    return false;
+/// What a reader thread shares with its consumer.
+#[derive(Clone)]
+struct Link {
+    sender: SyncSender<SshBatch>,
+    stop: Arc<AtomicBool>,
+    progress: Arc<Progress>,
+}
+
+impl Link {
+    fn is_stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Sends a batch, waiting for room but giving up when the reader is being stopped; a
+    /// batch with logins wakes the consumer.
+    fn send(&self, mut batch: SshBatch) -> bool {
+        let has_events = !batch.events.is_empty();
+        loop {
+            match self.sender.try_send(batch) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(back)) => {
+                    if self.is_stopped() {
+                        return false;
+                    }
+                    batch = back;
+                    thread::sleep(Duration::from_millis(20));
                 }
-                batch = back;
-                thread::sleep(Duration::from_millis(20));
             }
         }
+        if has_events {
+            self.progress.wake.notify_one();
+        }
+        true
     }
 }
 
@@ -179,8 +302,8 @@ fn follow_auth_log(
     path: &Path,
     checkpoint: Option<&Checkpoint>,
     options: &ReaderOptions,
-    sender: &SyncSender<SshBatch>,
-    stop: &AtomicBool,
+    link: &Link,
+    poked: &Receiver<()>,
 ) {
     // Without a checkpoint the whole current file is read: it is the history to learn from.
     let tail_options = TailOptions {
@@ -193,7 +316,7 @@ fn follow_auth_log(
             Ok((tailer, _)) => break tailer,
             Err(err) => {
                 warn!(path = %path.display(), error = %err, "cannot open the ssh log; retrying");
-                if stop.load(Ordering::Relaxed) {
+                if link.is_stopped() {
                     return;
                 }
                 thread::sleep(RESTART_MAX.min(Duration::from_secs(5)));
@@ -201,13 +324,16 @@ fn follow_auth_log(
         }
     };
     info!(path = %path.display(), "reading ssh logins from the log");
+    link.progress.set_live(true);
     let mut caught_up = false;
     let mut failing = false;
-    while !stop.load(Ordering::Relaxed) {
+    while !link.is_stopped() {
+        let started = Instant::now();
         let (lines, notices) = match tailer.read_lines(BATCH_LINES) {
             Ok(read) => {
                 if std::mem::take(&mut failing) {
                     info!(path = %path.display(), "ssh log readable again");
+                    link.progress.set_live(true);
                 }
                 read
             }
@@ -215,8 +341,9 @@ fn follow_auth_log(
                 if !failing {
                     warn!(path = %path.display(), error = %err, "cannot read the ssh log; retrying");
                     failing = true;
+                    link.progress.set_live(false);
                 }
-                thread::sleep(options.poll_interval);
+                wait_for_poll(poked, options.poll_interval);
                 continue;
             }
         };
@@ -257,93 +384,130 @@ fn follow_auth_log(
                 resume,
                 caught_up: now_caught_up,
             };
-            if !send(sender, batch, stop) {
+            if !link.send(batch) {
                 return;
             }
         }
         if !full {
-            thread::sleep(options.poll_interval);
+            // This read reached the end: whatever rsyslog had written when it began is sent.
+            link.progress.read_through(started);
+            wait_for_poll(poked, options.poll_interval);
         }
     }
+}
+
+/// Sleeps until the next poll of auth.log, or until the consumer asks for a read.
+fn wait_for_poll(poked: &Receiver<()>, interval: Duration) {
+    match poked.recv_timeout(interval) {
+        Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+        // The reader is being dropped; its stop switch ends the loop.
+        Err(RecvTimeoutError::Disconnected) => thread::sleep(interval),
+    }
+}
+
+/// The journal entries already passed on, by cursor, and the newest of them.
+#[derive(Debug, Default)]
+struct SeenEntries {
+    cursors: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<String>,
+    newest: Option<String>,
+    /// When `journalctl --follow` first reached the end of the journal.
+    caught_up_at: Option<SystemTime>,
+}
+
+impl SeenEntries {
+    /// Records an entry; returns whether it is new.
+    fn is_new(&mut self, cursor: &str) -> bool {
+        if self.cursors.contains(cursor) {
+            return false;
+        }
+        if self.order.len() >= SEEN_CURSORS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.cursors.remove(&oldest);
+            }
+        }
+        self.cursors.insert(cursor.to_owned());
+        self.order.push_back(cursor.to_owned());
+        self.newest = Some(cursor.to_owned());
+        true
+    }
+}
+
+/// Passes one `journalctl -o json` line on; returns false when the reader is stopped.
+fn pass_entry(entry: &[u8], link: &Link, seen: &Mutex<SeenEntries>) -> bool {
+    let Some((event, cursor)) = parse_journal_entry(entry) else {
+        return true;
+    };
+    if let Some(cursor) = &cursor {
+        let is_new = seen.lock().map_or(true, |mut seen| seen.is_new(cursor));
+        if !is_new {
+            return true;
+        }
+    }
+    link.send(SshBatch {
+        events: event.into_iter().collect(),
+        resume: cursor.map(Resume::Journal),
+        caught_up: false,
+    })
 }
 
 fn follow_journal(
     journalctl: &Path,
     mut cursor: Option<String>,
     options: &ReaderOptions,
-    sender: &SyncSender<SshBatch>,
-    stop: &AtomicBool,
+    link: &Link,
     slot: &Mutex<Option<Child>>,
+    seen: &Mutex<SeenEntries>,
 ) {
     let mut backoff = RESTART_INITIAL;
     let mut caught_up = false;
-    while !stop.load(Ordering::Relaxed) {
+    while !link.is_stopped() {
         let started = Instant::now();
-        let mut child = match journal_command(journalctl, cursor.as_deref(), options).spawn() {
+        let mut command = journal_command(journalctl, cursor.as_deref(), options);
+        let mut child = match command.arg("--follow").spawn() {
             Ok(child) => child,
             Err(err) => {
                 warn!(program = %journalctl.display(), error = %err, "cannot start journalctl; retrying");
-                sleep_unless_stopped(backoff, stop);
+                sleep_unless_stopped(backoff, &link.stop);
                 backoff = (backoff * 2).min(RESTART_MAX);
                 continue;
             }
         };
         let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
+        let errors = collect_stderr(&mut child);
         if let Ok(mut guard) = slot.lock() {
             *guard = Some(child);
         }
         info!(program = %journalctl.display(), resumed = cursor.is_some(), "reading ssh logins from the journal");
-        let errors = thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(stderr) = stderr {
-                for line in BufReader::new(stderr)
-                    .lines()
-                    .map_while(Result::ok)
-                    .take(20)
-                {
-                    text.push_str(&line);
-                    text.push(' ');
-                }
-            }
-            text
-        });
+        link.progress.set_live(true);
 
         if let Some(stdout) = stdout {
             let mut reader = BufReader::new(stdout);
-            let mut line = Vec::new();
+            let mut entry = Vec::new();
             loop {
-                line.clear();
-                match read_bounded_line(&mut reader, &mut line, options.max_line_bytes) {
+                entry.clear();
+                match read_bounded_line(&mut reader, &mut entry, options.max_line_bytes) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {}
                 }
-                let Some((event, entry_cursor)) = parse_journal_entry(&line) else {
-                    continue;
-                };
-                if let Some(entry_cursor) = entry_cursor {
+                // A restart resumes after what this run printed, passed on or not.
+                if let Some((_, Some(entry_cursor))) = parse_journal_entry(&entry) {
                     cursor = Some(entry_cursor);
                 }
-                let batch = SshBatch {
-                    events: event.into_iter().collect(),
-                    resume: cursor.clone().map(Resume::Journal),
-                    caught_up: false,
-                };
-                if !send(sender, batch, stop) {
+                if !pass_entry(&entry, link, seen) {
                     return;
                 }
                 // journalctl prints the backlog at once; the first pause means it caught up.
                 if !caught_up && reader.buffer().is_empty() {
                     caught_up = true;
-                    let _ = send(
-                        sender,
-                        SshBatch {
-                            events: Vec::new(),
-                            resume: None,
-                            caught_up: true,
-                        },
-                        stop,
-                    );
+                    if let Ok(mut seen) = seen.lock() {
+                        seen.caught_up_at = Some(SystemTime::now());
+                    }
+                    let _ = link.send(SshBatch {
+                        events: Vec::new(),
+                        resume: None,
+                        caught_up: true,
+                    });
                 }
             }
         }
@@ -356,7 +520,7 @@ fn follow_journal(
                 let _ = child.kill();
                 child.wait()
             });
-        if stop.load(Ordering::Relaxed) {
+        if link.is_stopped() {
             return;
         }
         let stderr = errors.join().unwrap_or_default();
@@ -368,17 +532,143 @@ fn follow_journal(
         if started.elapsed() >= HEALTHY_RUN {
             backoff = RESTART_INITIAL;
         }
-        sleep_unless_stopped(backoff, stop);
+        sleep_unless_stopped(backoff, &link.stop);
         backoff = (backoff * 2).min(RESTART_MAX);
     }
 }
 
-/// Builds the `journalctl` that follows sshd's entries after `cursor`, or from the start of
-/// the learning period without one.
+/// Reads a child's stderr on the side, keeping its first lines for a diagnostic.
+fn collect_stderr(child: &mut Child) -> thread::JoinHandle<String> {
+    let stderr = child.stderr.take();
+    thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(stderr) = stderr {
+            for line in BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+                .take(20)
+            {
+                text.push_str(&line);
+                text.push(' ');
+            }
+        }
+        text
+    })
+}
+
+/// Answers requests to read the journal to its end with a short `journalctl` run after the
+/// newest entry passed on.
+fn sync_journal(
+    journalctl: &Path,
+    options: &ReaderOptions,
+    link: &Link,
+    seen: &Mutex<SeenEntries>,
+    pokes: &Receiver<()>,
+) {
+    let mut usable = true;
+    loop {
+        match pokes.recv_timeout(if usable { RESTART_MAX } else { SYNC_RETRY }) {
+            Err(RecvTimeoutError::Timeout) if usable => continue,
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if link.is_stopped() {
+            return;
+        }
+        let (after, caught_up_at) = seen
+            .lock()
+            .map(|seen| (seen.newest.clone(), seen.caught_up_at))
+            .unwrap_or_default();
+        // Until `--follow` has printed the backlog, the logins to learn from come from it.
+        let Some(caught_up_at) = caught_up_at else {
+            continue;
+        };
+        let started = Instant::now();
+        // Without any sshd entry passed on yet, the follower has printed everything before it
+        // caught up.
+        let options = ReaderOptions {
+            learn_since: caught_up_at
+                .checked_sub(Duration::from_mins(1))
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+            ..options.clone()
+        };
+        let command = journal_command(journalctl, after.as_deref(), &options);
+        match read_journal_once(command, options.max_line_bytes) {
+            Ok(lines) => {
+                for line in lines {
+                    if !pass_entry(&line, link, seen) {
+                        return;
+                    }
+                }
+                if !usable {
+                    info!(program = %journalctl.display(), "the journal can be read again");
+                }
+                usable = true;
+                link.progress.set_live(true);
+                link.progress.read_through(started);
+            }
+            Err(err) => {
+                if usable {
+                    warn!(program = %journalctl.display(), error = %err, "cannot read the journal to its end; changes do not wait for logins");
+                }
+                usable = false;
+                link.progress.set_live(false);
+            }
+        }
+    }
+}
+
+/// Runs a `journalctl` that prints what the journal holds and exits; returns its lines,
+/// over-long ones empty.
+fn read_journal_once(mut command: Command, max_line_bytes: usize) -> std::io::Result<Vec<Vec<u8>>> {
+    let mut child = command.spawn()?;
+    let stdout = child.stdout.take();
+    let errors = collect_stderr(&mut child);
+    let output = thread::spawn(move || {
+        let mut lines = Vec::new();
+        if let Some(stdout) = stdout {
+            let mut reader = BufReader::new(stdout);
+            loop {
+                let mut line = Vec::new();
+                match read_bounded_line(&mut reader, &mut line, max_line_bytes) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => lines.push(line),
+                }
+            }
+        }
+        lines
+    });
+    let deadline = Instant::now() + SYNC_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "journalctl did not finish in time",
+            ));
+        }
+        thread::sleep(Duration::from_millis(2));
+    };
+    let lines = output.join().unwrap_or_default();
+    let stderr = errors.join().unwrap_or_default();
+    if !status.success() {
+        return Err(std::io::Error::other(format!(
+            "journalctl exited with {status}: {}",
+            escape_control(stderr.trim())
+        )));
+    }
+    Ok(lines)
+}
+
+/// Builds the `journalctl` that prints sshd's entries after `cursor`, or from the start of
+/// the learning period without one; `--follow` makes it go on.
 fn journal_command(journalctl: &Path, cursor: Option<&str>, options: &ReaderOptions) -> Command {
     let mut command = Command::new(journalctl);
     command.args([
-        "--follow",
         "--output=json",
         "--all",
         "--no-pager",
