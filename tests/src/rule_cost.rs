@@ -178,6 +178,7 @@ fn event_mix(ssh: &SshCorrelator) -> Vec<Event> {
                 timestamp: now,
                 raw_line: String::new(),
                 last_state: None,
+                logged_run: None,
             };
             let mut event = Event::from_change(&change, "bench-host", "dpkg");
             let login_user = match n % 4 {

@@ -391,6 +391,7 @@ mod tests {
             timestamp: chrono::Local::now().naive_local(),
             raw_line: String::new(),
             last_state: None,
+            logged_run: None,
         };
         let mut event = Event::from_change(&change, "h", "dpkg");
         let mut ancestry = vec![json!({"pid": dpkg_pid + 1, "comm": "sudo"})];
