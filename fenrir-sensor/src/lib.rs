@@ -15,5 +15,6 @@ pub mod event;
 pub mod parse;
 pub mod pipeline;
 pub mod replay;
+pub mod service;
 pub mod sink;
 pub mod source;

@@ -176,6 +176,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run(args) => {
             args.apply(&mut config);
+            fenrir_sensor::service::keep_capabilities_from_children();
             let host = config.host.clone().map_or_else(system_host, Ok)?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

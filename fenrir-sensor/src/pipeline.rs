@@ -27,6 +27,7 @@ use crate::config::{Config, LogLevel};
 use crate::event::Event;
 use crate::parse::interpret::LogInterpreter;
 use crate::parse::PackageChange;
+use crate::service::{Notifier, WatchdogTimer};
 use crate::sink::dispatch::{DispatchOptions, Dispatcher, SinkStats};
 use crate::sink::journald::JournaldSink;
 use crate::sink::json::JsonSink;
@@ -492,6 +493,9 @@ pub async fn run(
         attribution = pipeline.kernel.is_some(),
         "sensor ready"
     );
+    let notifier = Notifier::from_environment();
+    notifier.ready(&format!("following {}", config.dpkg.log.display()));
+    let mut watchdog = WatchdogTimer::for_notifier(&notifier);
     pipeline.pump();
 
     let mut poll = tokio::time::interval(config.tail.poll_interval());
@@ -504,6 +508,7 @@ pub async fn run(
             .map(tokio::time::Instant::from_std);
         tokio::select! {
             () = &mut shutdown => break,
+            () = watchdog.tick() => notifier.watchdog(),
             () = wake.notified() => pipeline.pump(),
             _ = poll.tick() => {
                 pipeline.pump();
@@ -523,6 +528,7 @@ pub async fn run(
             }
         }
     }
+    notifier.stopping();
     Ok(pipeline.stop())
 }
 

@@ -2,7 +2,9 @@
 //!
 //! Each module starts or drives one real component the tests need and cleans up after it:
 //! [`dpkg`] a sandboxed dpkg, [`journald`] a systemd-journald, [`sensor`] the sensor binary.
+//! [`dist`] reads the files the Debian package ships.
 
+pub mod dist;
 pub mod dpkg;
 pub mod journald;
 pub mod sensor;

@@ -64,6 +64,16 @@ impl Sensor {
     /// Starts the sensor under `wrapper` (a command such as `setpriv --reuid=…` that executes
     /// its remaining arguments), then as [`Sensor::start`].
     pub fn start_wrapped(wrapper: &[&str], args: &[String]) -> anyhow::Result<Self> {
+        Self::start_with(wrapper, &[], args)
+    }
+
+    /// Starts the sensor under `wrapper` (may be empty) with `env` added to its environment,
+    /// then as [`Sensor::start`].
+    pub fn start_with(
+        wrapper: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+        args: &[String],
+    ) -> anyhow::Result<Self> {
         let binary = binary()?;
         let mut command = match wrapper.split_first() {
             Some((program, rest)) => {
@@ -76,6 +86,7 @@ impl Sensor {
         let mut child = command
             .args(args)
             .env("RUST_LOG", "fenrir_sensor=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -124,6 +135,12 @@ impl Sensor {
             );
         }
         Ok(sensor)
+    }
+
+    /// Returns the sensor's process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Returns everything the sensor wrote to stderr so far.
