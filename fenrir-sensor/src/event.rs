@@ -184,6 +184,11 @@ pub struct Event {
     /// For `package_scripts`: `{commands: [{pid, uid, script, command}], omitted}`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub scripts: Option<serde_json::Value>,
+    /// Names the event the same way whenever its log line is read again (after a restart or
+    /// a rotation), so a sink can tell a repeat from a new event; absent where no log line
+    /// records the event.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub id: Option<String>,
 }
 
 impl Event {
@@ -231,6 +236,7 @@ impl Event {
             actor: None,
             rules: Vec::new(),
             scripts: None,
+            id: None,
         }
     }
 
@@ -292,6 +298,7 @@ impl Event {
                 "commands": scripts.commands,
                 "omitted": scripts.omitted,
             })),
+            id: None,
         }
     }
 

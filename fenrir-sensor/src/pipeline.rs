@@ -35,6 +35,7 @@ use crate::sink::Sink;
 use crate::source::checkpoint::{Checkpoint, CheckpointStore};
 use crate::source::exec::{ExecTracer, LoadError, TracerConfig};
 use crate::source::lock::{dpkg_lock_state, LockState};
+use crate::source::origin::{event_id, Origin};
 use crate::source::tail::{Line, Position, StartAt, TailNotice, TailOptions, Tailer};
 
 /// Lines read per batch: bounds memory when starting from the beginning of a long log.
@@ -113,6 +114,8 @@ impl Pipeline {
                 return;
             }
             let Some(line) = self.queued.pop_front() else {
+                // A checkpoint per batch bounds what a crash can make the sinks see twice.
+                self.save_checkpoint(self.tailer.position());
                 let (lines, notices) = match self.tailer.read_lines(BATCH_LINES) {
                     Ok(read) => read,
                     Err(err) => {
@@ -140,7 +143,7 @@ impl Pipeline {
             let changes = self
                 .interpreter
                 .line(&line.bytes, self.tailer.path(), line.line_no);
-            if !self.deliver(changes) {
+            if !self.deliver(changes, Origin::Line(&line.position)) {
                 self.held = Some(line.position);
                 return;
             }
@@ -150,10 +153,11 @@ impl Pipeline {
     }
 
     /// Sends changes to the sinks; returns whether every event was taken by some sink.
-    fn deliver(&mut self, changes: Vec<PackageChange>) -> bool {
+    fn deliver(&mut self, changes: Vec<PackageChange>, origin: Origin<'_>) -> bool {
         let mut all_taken = true;
-        for change in changes {
+        for (index, change) in changes.into_iter().enumerate() {
             let mut event = Event::from_change(&change, &self.host, "dpkg");
+            event.id = Some(event_id(origin, &change.raw_line, index));
             if let Some((_, attributor)) = self.kernel.as_mut() {
                 event.actor = attributor.actor_for_line(change.timestamp);
                 if let (Some(actor), true) = (&event.actor, change.category.unpacks()) {
@@ -215,7 +219,8 @@ impl Pipeline {
         }
         let changes = self.interpreter.finish();
         let position = self.tailer.position();
-        if !self.deliver(changes) {
+        let file = position.as_ref().map(|p| p.identity);
+        if !self.deliver(changes, Origin::RunEnd(file)) {
             self.held = position;
             return;
         }
