@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::sink::format::EventFormat;
+
 /// Where the configuration is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/fenrir/fenrir.toml";
 
@@ -81,12 +83,15 @@ pub struct SinksConfig {
 pub struct JsonSinkConfig {
     /// `-` for stdout, or file paths; empty disables JSON output.
     pub outputs: Vec<String>,
+    /// Fenrir's own schema or Elastic Common Schema documents.
+    pub format: EventFormat,
 }
 
 impl Default for JsonSinkConfig {
     fn default() -> Self {
         Self {
             outputs: vec!["-".to_owned()],
+            format: EventFormat::Fenrir,
         }
     }
 }
@@ -350,6 +355,7 @@ log = "/srv/dpkg.log"
 admin_dir = "/srv/admin"
 [sinks.json]
 outputs = ["-", "/var/log/fenrir/events.jsonl"]
+format = "ecs"
 [sinks.journald]
 enabled = false
 [ebpf]
@@ -363,6 +369,7 @@ level = "debug"
         .expect("valid config");
         assert_eq!(config.host.as_deref(), Some("web-1"));
         assert_eq!(config.sinks.json.outputs.len(), 2);
+        assert_eq!(config.sinks.json.format, EventFormat::Ecs);
         assert!(!config.sinks.journald.enabled);
         assert_eq!(config.diagnostics.level, LogLevel::Debug);
     }
@@ -386,6 +393,21 @@ level = "debug"
 
         let err = parse("[tail]\npoll_interval_ms = 0\n").expect_err("zero");
         assert!(err.contains("tail.poll_interval_ms"), "{err}");
+    }
+
+    #[test]
+    fn unknown_format_names_line_and_key() {
+        let err = parse("[sinks.json]\nformat = \"xml\"\n").expect_err("bad format");
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("xml"), "{err}");
+    }
+
+    #[test]
+    fn shipped_default_config_is_valid() {
+        let text = include_str!("../dist/fenrir.toml");
+        let config = parse(text).expect("the packaged configuration parses");
+        assert_eq!(config.sinks.json.outputs, ["/var/log/fenrir/events.jsonl"]);
+        assert_eq!(config.state_dir, Config::default().state_dir);
     }
 
     #[test]

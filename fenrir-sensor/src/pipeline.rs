@@ -62,7 +62,9 @@ fn build_sinks(config: &Config) -> Vec<Box<dyn Sink>> {
         .json
         .outputs
         .iter()
-        .map(|target| Box::new(JsonSink::new(target)) as Box<dyn Sink>)
+        .map(|target| {
+            Box::new(JsonSink::new(target).with_format(config.sinks.json.format)) as Box<dyn Sink>
+        })
         .collect();
 
     let journald = &config.sinks.journald;
