@@ -25,6 +25,15 @@ fn text<'a>(doc: &'a Value, path: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{path} is text in {doc:#}"))
 }
 
+/// Orders severities from INFO to CRITICAL.
+fn rank(severity: &Value) -> usize {
+    let names = ["INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL"];
+    names
+        .iter()
+        .position(|name| severity == name)
+        .unwrap_or_else(|| panic!("a severity: {severity}"))
+}
+
 /// Runs dpkg on the sandbox as root from a session whose audit login uid is `LOGIN_UID`.
 fn dpkg_from_a_login(sandbox: &Sandbox, args: &str) -> anyhow::Result<()> {
     let script = format!(
@@ -83,7 +92,15 @@ fn traced_changes_become_ecs_documents_with_package_process_and_user() -> anyhow
     ];
     let mut ids = BTreeSet::new();
     for (doc, (action, kind, version)) in docs.iter().zip(expected) {
-        assert_eq!(doc["event"]["kind"], "event", "{doc:#}");
+        // A rule that raised the severity (a package from a local file) makes it an alert.
+        let raised = doc["fenrir"]["rules"]
+            .as_array()
+            .is_some_and(|rules| rules.iter().any(|r| rank(&r["to"]) > rank(&r["from"])));
+        let expected_kind = if raised { "alert" } else { "event" };
+        assert_eq!(doc["event"]["kind"], expected_kind, "{doc:#}");
+        if raised {
+            assert!(doc["rule"]["name"].is_array(), "{doc:#}");
+        }
         assert_eq!(doc["event"]["category"], serde_json::json!(["package"]));
         assert_eq!(doc["event"]["type"], serde_json::json!([kind]));
         assert_eq!(doc["event"]["action"], action);

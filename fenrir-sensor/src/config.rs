@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::rule::RulesConfig;
 use crate::sink::format::EventFormat;
+use crate::sink::hook::HooksConfig;
+use crate::source::ssh::SshConfig;
 
 /// Where the configuration is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/fenrir/fenrir.toml";
@@ -33,6 +36,9 @@ pub struct Config {
     pub tail: TailConfig,
     pub delivery: DeliveryConfig,
     pub diagnostics: DiagnosticsConfig,
+    pub ssh: SshConfig,
+    pub rules: RulesConfig,
+    pub hooks: HooksConfig,
 }
 
 impl Default for Config {
@@ -47,6 +53,9 @@ impl Default for Config {
             tail: TailConfig::default(),
             delivery: DeliveryConfig::default(),
             diagnostics: DiagnosticsConfig::default(),
+            ssh: SshConfig::default(),
+            rules: RulesConfig::default(),
+            hooks: HooksConfig::default(),
         }
     }
 }
@@ -249,10 +258,22 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Loads the configuration from `path`, or from the default path when `None`.
+    /// Loads the configuration from `path`, or from the default path when `None`, and adds
+    /// the addresses of the `IP_WHITELIST` environment variable to `rules.ip_whitelist`.
     ///
     /// A file named explicitly must exist; the default one may be absent.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = Self::load_file(path)?;
+        let from_env =
+            crate::rule::net::ip_whitelist_from_env().map_err(|message| ConfigError::Invalid {
+                path: path.unwrap_or(Path::new(DEFAULT_CONFIG_PATH)).to_owned(),
+                message,
+            })?;
+        config.rules.ip_whitelist.extend(from_env);
+        Ok(config)
+    }
+
+    fn load_file(path: Option<&Path>) -> Result<Self, ConfigError> {
         let (path, required) = match path {
             Some(path) => (path, true),
             None => (Path::new(DEFAULT_CONFIG_PATH), false),
@@ -280,7 +301,9 @@ impl Config {
         };
         let config: Self =
             toml::from_str(text).map_err(|err| invalid(render_toml_error(&err, text)))?;
-        config.validate().map_err(invalid)?;
+        config
+            .validate()
+            .map_err(|message| invalid(with_line(&message, text)))?;
         Ok(config)
     }
 
@@ -309,7 +332,14 @@ impl Config {
                 return Err("key `sinks.json.outputs`: an output is empty".into());
             }
         }
-        Ok(())
+        if self.ssh.poll_interval_ms == 0 {
+            return Err("key `ssh.poll_interval_ms`: must be greater than 0".into());
+        }
+        if self.ssh.learning_days == 0 || self.ssh.history_max_entries == 0 {
+            return Err("key `ssh.learning_days`: learning needs days and room".into());
+        }
+        self.rules.validate()?;
+        self.hooks.validate()
     }
 }
 
@@ -323,11 +353,74 @@ fn render_toml_error(err: &toml::de::Error, text: &str) -> String {
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
     let key = text.get(span.clone()).unwrap_or_default().trim();
+    let located = match enclosing_key(text, span.start) {
+        Some(name) => format!("line {line}, column {column}, key `{name}`"),
+        None => format!("line {line}, column {column}"),
+    };
     if key.is_empty() || key.contains('\n') {
-        format!("line {line}, column {column}: {message}")
+        format!("{located}: {message}")
     } else {
-        format!("line {line}, column {column}, at `{key}`: {message}")
+        format!("{located}, at `{key}`: {message}")
     }
+}
+
+/// Prefixes a validation message `key `a.b`: …` with the line where that key is set.
+fn with_line(message: &str, text: &str) -> String {
+    let Some(dotted) = message
+        .strip_prefix("key `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(key, _)| key)
+    else {
+        return message.to_owned();
+    };
+    let (table, name) = dotted.rsplit_once('.').unwrap_or(("", dotted));
+    let mut current = String::new();
+    for (index, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if let Some(header) = trimmed.strip_prefix('[') {
+            header
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .clone_into(&mut current);
+            continue;
+        }
+        let Some((key, _)) = trimmed.split_once('=') else {
+            continue;
+        };
+        if key.trim() == name && (current == table || table.is_empty() && current.is_empty()) {
+            return format!("line {}, {message}", index + 1);
+        }
+    }
+    message.to_owned()
+}
+
+/// Names the key whose value contains byte `at`: the nearest `name =` at or above it,
+/// prefixed with the table header above that (`rules.ip_whitelist`).
+fn enclosing_key(text: &str, at: usize) -> Option<String> {
+    let before = text.get(..at.min(text.len()))?;
+    let mut key = None;
+    for line in before.lines().rev() {
+        let trimmed = line.trim();
+        if let Some(header) = trimmed.strip_prefix('[') {
+            let table = header.trim_start_matches('[').split(']').next()?.trim();
+            return Some(match key {
+                Some(key) => format!("{table}.{key}"),
+                None => table.to_owned(),
+            });
+        }
+        if key.is_none() {
+            if let Some((name, _)) = trimmed.split_once('=') {
+                let name = name.trim();
+                if !name.is_empty() && !name.starts_with('#') && !name.contains(['"', ' ']) {
+                    key = Some(name.to_owned());
+                }
+            }
+        }
+    }
+    key
 }
 
 #[cfg(test)]

@@ -65,6 +65,10 @@ reads /var/log/apt/history.log*.")]
 }
 
 #[derive(Debug, clap::Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "each flag is an independent command-line switch"
+)]
 struct RunArgs {
     /// The dpkg log to follow [default: /var/log/dpkg.log]
     #[arg(long, value_name = "PATH")]
@@ -87,6 +91,9 @@ struct RunArgs {
     /// Do not load the kernel exec tracer
     #[arg(long)]
     no_ebpf: bool,
+    /// Do not read SSH logins (no `actor.ssh` details, no login correlation)
+    #[arg(long)]
+    no_ssh: bool,
     /// On a first start, read the existing log instead of starting at its end
     #[arg(long)]
     from_start: bool,
@@ -121,6 +128,9 @@ impl RunArgs {
         }
         if self.no_ebpf {
             config.ebpf.enabled = false;
+        }
+        if self.no_ssh {
+            config.ssh.source = fenrir_sensor::source::ssh::SourceChoice::Off;
         }
         if self.from_start {
             config.from_start = true;

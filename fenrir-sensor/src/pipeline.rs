@@ -22,13 +22,16 @@ use tokio::io::Interest;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
+use crate::attribute::ssh::{learn_since, SshCorrelator};
 use crate::attribute::Attributor;
 use crate::config::{Config, LogLevel};
 use crate::event::Event;
 use crate::parse::interpret::LogInterpreter;
 use crate::parse::PackageChange;
+use crate::rule::{RuleEngine, Verdict};
 use crate::service::{Notifier, WatchdogTimer};
 use crate::sink::dispatch::{DispatchOptions, Dispatcher, SinkStats};
+use crate::sink::hook::{Hooks, OutcomeJournal};
 use crate::sink::journald::JournaldSink;
 use crate::sink::json::JsonSink;
 use crate::sink::Sink;
@@ -36,6 +39,7 @@ use crate::source::checkpoint::{Checkpoint, CheckpointStore};
 use crate::source::exec::{ExecTracer, LoadError, TracerConfig};
 use crate::source::lock::{dpkg_lock_state, LockState};
 use crate::source::origin::{event_id, Origin};
+use crate::source::ssh::reader::ReaderOptions;
 use crate::source::tail::{Line, Position, StartAt, TailNotice, TailOptions, Tailer};
 
 /// Lines read per batch: bounds memory when starting from the beginning of a long log.
@@ -103,6 +107,11 @@ struct Pipeline {
     read_failing: bool,
     events: u64,
     too_long: u64,
+    /// SSH logins for attribution and correlation; absent with `[ssh] source = "off"`.
+    ssh: Option<SshCorrelator>,
+    rules: RuleEngine,
+    hooks: Option<Hooks>,
+    suppressed: u64,
 }
 
 impl Pipeline {
@@ -166,6 +175,9 @@ impl Pipeline {
                     attributor.note_unpacked(actor, &change.package, change.arch.as_deref());
                 }
             }
+            if !self.judge(&mut event) {
+                continue;
+            }
             self.events += 1;
             if !self.dispatcher.dispatch(event) {
                 all_taken = false;
@@ -175,6 +187,24 @@ impl Pipeline {
             error!("no sink accepted an event; holding the log until one does");
         }
         all_taken
+    }
+
+    /// Attributes the SSH session, runs the rules and hands the event to the hooks; returns
+    /// whether the event is emitted.
+    fn judge(&mut self, event: &mut Event) -> bool {
+        if let Some(ssh) = self.ssh.as_mut() {
+            ssh.drain();
+            ssh.attribute(event);
+        }
+        if self.rules.evaluate(event, self.ssh.as_ref()) == Verdict::Suppress {
+            self.suppressed += 1;
+            debug!(package = %event.parsed_data.package, "event suppressed by a maintenance window");
+            return false;
+        }
+        if let Some(hooks) = self.hooks.as_mut() {
+            hooks.submit(event);
+        }
+        true
     }
 
     /// Retries a held delivery; returns whether reading may go on.
@@ -243,7 +273,11 @@ impl Pipeline {
         // A run that ended has told all its scripts did; report them now.
         for run in attributor.take_finished() {
             for scripts in &run.scripts {
-                let event = Event::from_scripts(scripts, run.actor.clone(), run.ended, &self.host);
+                let mut event =
+                    Event::from_scripts(scripts, run.actor.clone(), run.ended, &self.host);
+                if !self.judge(&mut event) {
+                    continue;
+                }
                 self.events += 1;
                 if !self.dispatcher.dispatch(event) {
                     warn!(
@@ -397,6 +431,35 @@ impl Pipeline {
                 Attributor::new(&config.dpkg.log, &config.dpkg.admin_dir),
             )
         });
+        let rules = RuleEngine::new(&config.rules);
+        let ssh = match config.ssh.resolve() {
+            Some(source) => {
+                let options = ReaderOptions {
+                    poll_interval: Duration::from_millis(config.ssh.poll_interval_ms),
+                    max_line_bytes: config.tail.max_line_bytes,
+                    rotated_grace: Duration::from_secs(config.tail.rotated_grace_secs),
+                    learn_since: learn_since(&config.ssh),
+                };
+                Some(SshCorrelator::start(
+                    &config.ssh,
+                    Some(&source),
+                    config.rules.ip_whitelist.clone(),
+                    &config.state_dir,
+                    options,
+                    rules.correlation_window() + Duration::from_mins(1),
+                )?)
+            }
+            None => None,
+        };
+        let journal = OutcomeJournal {
+            socket: config
+                .sinks
+                .journald
+                .enabled
+                .then(|| config.sinks.journald.socket.clone()),
+            host: host.clone(),
+        };
+        let hooks = Hooks::start(&config.hooks, &journal).context("failed to start the hooks")?;
         let mut pipeline = Self {
             tailer,
             kernel,
@@ -413,6 +476,10 @@ impl Pipeline {
             read_failing: false,
             events: 0,
             too_long: 0,
+            ssh,
+            rules,
+            hooks,
+            suppressed: 0,
         };
         pipeline.note(&notices);
         Ok(pipeline)
@@ -422,6 +489,12 @@ impl Pipeline {
     fn stop(mut self) -> RunSummary {
         // Deliver what is already written before stopping, so a restart repeats nothing.
         self.pump();
+        if let Some(ssh) = self.ssh.as_mut() {
+            ssh.close();
+        }
+        if let Some(hooks) = self.hooks.take() {
+            hooks.close(Duration::from_secs(5));
+        }
         let stats = self.interpreter.stats();
         let summary = RunSummary {
             lines: stats.lines,
@@ -445,6 +518,7 @@ impl Pipeline {
             lines = summary.lines,
             malformed = summary.malformed,
             events = summary.events,
+            suppressed = self.suppressed,
             "sensor stopped"
         );
         summary
@@ -521,6 +595,9 @@ pub async fn run(
                 pipeline.pump();
                 pipeline.finish_runs_if_idle();
                 pipeline.check_kernel_drops();
+                if let Some(ssh) = pipeline.ssh.as_mut() {
+                    ssh.drain();
+                }
             }
             ready = ring_readable(ring.as_ref()), if ring.is_some() => {
                 if let Ok(mut guard) = ready {

@@ -1,10 +1,12 @@
 //! Support for Fenrir's end-to-end tests: real components started on demand.
 //!
 //! Each module starts or drives one real component the tests need and cleans up after it:
-//! [`dpkg`] a sandboxed dpkg, [`journald`] a systemd-journald, [`sensor`] the sensor binary.
-//! [`dist`] reads the files the Debian package ships.
+//! [`dpkg`] a sandboxed dpkg, [`journald`] a systemd-journald, [`sensor`] the sensor binary,
+//! [`sshd`] an OpenSSH server with a test user and an rsyslog. [`dist`] reads the files the
+//! Debian package ships.
 
 pub mod dist;
 pub mod dpkg;
 pub mod journald;
 pub mod sensor;
+pub mod sshd;

@@ -23,7 +23,16 @@ pub const TEST_PACKAGES: &[&str] = &[
     // gcc compiles that test's offsetof program; setpriv (util-linux) changes users in tests.
     "gcc",
     "util-linux",
+    // The SSH tests start their own sshd on loopback, log in with ssh, change packages
+    // through sudo, and have rsyslog write an auth.log.
+    "openssh-server",
+    "openssh-client",
+    "sudo",
+    "rsyslog",
 ];
+
+/// Where Debian's maintainer scripts ask whether they may start a service.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
 /// Installs the packages of `packages` that are missing, with one `apt-get update` at most.
 pub fn ensure_packages(packages: &[&str]) -> anyhow::Result<()> {
@@ -39,6 +48,9 @@ pub fn ensure_packages(packages: &[&str]) -> anyhow::Result<()> {
         bail!("missing Debian packages {missing:?}; install them or run as root");
     }
     println!("xtask: installing {}", missing.join(" "));
+    // openssh-server and rsyslog would start their daemons (sshd on port 22) on install; the
+    // tests start their own, so nothing is started here and nothing is left running.
+    let policy = ServiceStartBlock::install()?;
     let update = Command::new("apt-get")
         .args(["update", "-qq"])
         .status()
@@ -48,10 +60,13 @@ pub fn ensure_packages(packages: &[&str]) -> anyhow::Result<()> {
     }
     let install = Command::new("apt-get")
         .args(["install", "-y", "-qq", "--no-install-recommends"])
+        // Another apt run on the same host holds the lock for a while; wait for it.
+        .args(["-o", "DPkg::Lock::Timeout=600"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive")
         .status()
         .context("failed to start apt-get install")?;
+    drop(policy);
     if !install.success() {
         bail!(
             "apt-get install {} failed with {install}",
@@ -66,4 +81,37 @@ fn is_installed(package: &str) -> bool {
         .args(["-W", "-f=${db:Status-Status}", package])
         .output()
         .is_ok_and(|out| out.status.success() && out.stdout == b"installed")
+}
+
+/// A `policy-rc.d` that forbids starting services, present while it lives; one the host
+/// already has is left alone.
+struct ServiceStartBlock {
+    created: bool,
+}
+
+impl ServiceStartBlock {
+    fn install() -> anyhow::Result<Self> {
+        use std::os::unix::fs::PermissionsExt as _;
+
+        let path = std::path::Path::new(POLICY_RC_D);
+        if path.exists() {
+            return Ok(Self { created: false });
+        }
+        std::fs::write(
+            path,
+            "#!/bin/sh\n# Written by cargo xtask while it installs packages.\nexit 101\n",
+        )
+        .with_context(|| format!("failed to write {POLICY_RC_D}"))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("failed to make {POLICY_RC_D} executable"))?;
+        Ok(Self { created: true })
+    }
+}
+
+impl Drop for ServiceStartBlock {
+    fn drop(&mut self) {
+        if self.created {
+            let _ = std::fs::remove_file(POLICY_RC_D);
+        }
+    }
 }

@@ -13,7 +13,9 @@
 //! neither holds — the line predates the sensor, the kernel saw no such run — the actor stays
 //! `null`: no guess is presented as fact.
 
+pub mod history;
 pub mod script;
+pub mod ssh;
 mod users;
 
 use std::collections::{HashMap, VecDeque};

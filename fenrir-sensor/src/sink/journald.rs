@@ -99,6 +99,26 @@ impl JournaldSink {
     }
 }
 
+impl JournaldSink {
+    /// Writes one entry of `fields` (`MESSAGE`, `PRIORITY`, …) as given, for the sensor's own
+    /// records such as hook outcomes; `SYSLOG_IDENTIFIER=fenrir` is added.
+    ///
+    /// # Errors
+    /// Fails when journald cannot be reached.
+    pub fn send_fields(&mut self, fields: &[(String, String)]) -> io::Result<()> {
+        let mut entry = Vec::with_capacity(512);
+        append_field(
+            &mut entry,
+            "SYSLOG_IDENTIFIER",
+            SYSLOG_IDENTIFIER.as_bytes(),
+        );
+        for (name, value) in fields {
+            append_field(&mut entry, name, value.as_bytes());
+        }
+        self.deliver(&entry)
+    }
+}
+
 impl Default for JournaldSink {
     fn default() -> Self {
         Self::new(DEFAULT_SOCKET_PATH)

@@ -9,6 +9,7 @@
 pub mod dispatch;
 pub mod ecs;
 pub mod format;
+pub mod hook;
 pub mod journald;
 pub mod json;
 
