@@ -3,6 +3,7 @@
 //! Every command installs what it needs first (Debian packages, toolchain parts), idempotently,
 //! so a fresh machine needs nothing but the repository.
 
+mod deb;
 mod ebpf;
 mod setup;
 
@@ -34,6 +35,8 @@ enum Task {
     Test,
     /// Print the benchmark figures: append-to-event latency, replay throughput, memory
     Bench,
+    /// Build the Debian package (release binary, unit, config, man page) under target/deb
+    Deb,
     /// Build the kernel program and print the path of its object
     #[command(hide = true)]
     BuildEbpf,
@@ -46,6 +49,11 @@ fn main() -> anyhow::Result<()> {
         Task::Run { args } => run_sensor(&root, &args),
         Task::Test => test(&root),
         Task::Bench => bench(&root),
+        Task::Deb => {
+            let deb = build_release_deb(&root)?;
+            println!("xtask: built {}", deb.display());
+            Ok(())
+        }
         Task::BuildEbpf => {
             println!("{}", ebpf::build_ebpf(&root)?.display());
             Ok(())
@@ -127,14 +135,17 @@ fn test(root: &Path) -> anyhow::Result<()> {
         &object,
         &["build", "--locked", "-p", "fenrir-sensor"],
     ))?;
+    // The package the tests install is the one `cargo xtask deb` ships: release build.
+    let deb = build_release_deb(root)?;
     if !is_root() {
         eprintln!("xtask: not root: privileged tests will print `skipping:` lines");
     }
-    run_checked(&mut cargo(
+    let mut tests = cargo(
         root,
         &object,
         &["test", "--workspace", "--locked", "--no-fail-fast"],
-    ))?;
+    );
+    run_checked(tests.env("FENRIR_DEB", &deb))?;
 
     let mut doc = cargo(
         root,
@@ -160,6 +171,18 @@ fn bench(root: &Path) -> anyhow::Result<()> {
     ];
     run_checked(&mut cargo(root, &object, &build))?;
     run_checked(&mut Command::new(root.join("target/release/fenrir-bench")))
+}
+
+/// Builds the release sensor with its kernel program and packs it into a `.deb`.
+fn build_release_deb(root: &Path) -> anyhow::Result<PathBuf> {
+    setup::ensure_packages(deb::BUILD_PACKAGES)?;
+    let object = ebpf::build_ebpf(root)?;
+    run_checked(&mut cargo(
+        root,
+        &object,
+        &["build", "--release", "--locked", "-p", "fenrir-sensor"],
+    ))?;
+    deb::build_deb(root, &root.join("target/release/fenrir-sensor"))
 }
 
 /// Whether this process runs as root: `/proc/self` is owned by the effective uid.

@@ -29,6 +29,16 @@ pub const TEST_PACKAGES: &[&str] = &[
     "openssh-client",
     "sudo",
     "rsyslog",
+    // The package test builds the .deb (dpkg-shlibdeps, strip), lets its maintainer scripts
+    // enable the unit in a sandbox (deb-systemd-helper) and renders the man page (groff).
+    "dpkg-dev",
+    "binutils",
+    "init-system-helpers",
+    "groff-base",
+    // The service test boots systemd in a container over a copy of this host and runs the
+    // unit there; the fleet test ships journal entries to a journal collector.
+    "systemd-container",
+    "systemd-journal-remote",
 ];
 
 /// Where Debian's maintainer scripts ask whether they may start a service.
