@@ -24,7 +24,7 @@ const FINGERPRINT_SPAN: usize = 1024;
 const FORMAT_VERSION: u32 = 1;
 
 /// A file as the kernel names it: device and inode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FileIdentity {
     pub dev: u64,
     pub ino: u64,
