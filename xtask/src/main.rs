@@ -37,6 +37,16 @@ enum Task {
     Bench,
     /// Build the Debian package (release binary, unit, config, man page) under target/deb
     Deb,
+    /// Torture the release sensor: rotations, kill -9, bursts, read-only output, a killed
+    /// journald, inode reuse; prints lost and duplicated counts and fails unless both are 0
+    Torture {
+        /// Ten times the rotations, kills, bursts and rounds of the short run
+        #[arg(long)]
+        long: bool,
+        /// Seed of the random timings, to repeat a run
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Build the kernel program and print the path of its object
     #[command(hide = true)]
     BuildEbpf,
@@ -49,6 +59,15 @@ fn main() -> anyhow::Result<()> {
         Task::Run { args } => run_sensor(&root, &args),
         Task::Test => test(&root),
         Task::Bench => bench(&root),
+        Task::Torture { long, seed } => {
+            let object = ebpf::build_ebpf(&root)?;
+            run_checked(&mut cargo(
+                &root,
+                &object,
+                &["build", "--release", "--locked", "-p", "fenrir-sensor"],
+            ))?;
+            torture(&root, &object, long, seed)
+        }
         Task::Deb => {
             let deb = build_release_deb(&root)?;
             println!("xtask: built {}", deb.display());
@@ -146,6 +165,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
         &["test", "--workspace", "--locked", "--no-fail-fast"],
     );
     run_checked(tests.env("FENRIR_DEB", &deb))?;
+    torture(root, &object, false, None)?;
 
     let mut doc = cargo(
         root,
@@ -171,6 +191,35 @@ fn bench(root: &Path) -> anyhow::Result<()> {
     ];
     run_checked(&mut cargo(root, &object, &build))?;
     run_checked(&mut Command::new(root.join("target/release/fenrir-bench")))
+}
+
+/// Runs the torture suite against the release sensor, which must be built.
+fn torture(root: &Path, object: &Path, long: bool, seed: Option<u64>) -> anyhow::Result<()> {
+    setup::ensure_packages(setup::TEST_PACKAGES)?;
+    run_checked(&mut cargo(
+        root,
+        object,
+        &[
+            "build",
+            "--locked",
+            "-p",
+            "fenrir-tests",
+            "--bin",
+            "fenrir-torture",
+        ],
+    ))?;
+    let mut torture = Command::new(root.join("target/debug/fenrir-torture"));
+    torture.env(
+        "FENRIR_SENSOR_BIN",
+        root.join("target/release/fenrir-sensor"),
+    );
+    if long {
+        torture.arg("--long");
+    }
+    if let Some(seed) = seed {
+        torture.args(["--seed", &seed.to_string()]);
+    }
+    run_checked(&mut torture)
 }
 
 /// Builds the release sensor with its kernel program and packs it into a `.deb`.
