@@ -18,7 +18,9 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::checkpoint::{fingerprint, Checkpoint, FileIdentity};
+use super::checkpoint::{
+    fingerprint, fingerprint_of_head, Checkpoint, FileIdentity, FINGERPRINT_SPAN,
+};
 
 /// Bytes read per `read` call.
 const CHUNK: usize = 64 * 1024;
@@ -99,6 +101,23 @@ struct Followed {
     /// Newlines before `read_offset`, for line numbers in diagnostics.
     lines_read: u64,
     last_growth: Instant,
+    /// The first bytes of the file as this reader read them from offset 0, so its fingerprint
+    /// describes what it read, not what the file holds a moment later.
+    head: Vec<u8>,
+    /// Whether reading started at offset 0, so `head` is the file's beginning.
+    head_from_start: bool,
+}
+
+/// Where a reader stood before a read, to go back there when the read raced a truncation.
+#[derive(Debug)]
+struct Mark {
+    read_offset: u64,
+    partial: Vec<u8>,
+    skipping: Option<u64>,
+    lines_read: u64,
+    fingerprint: Option<String>,
+    head: Vec<u8>,
+    head_from_start: bool,
 }
 
 impl Followed {
@@ -115,9 +134,35 @@ impl Followed {
             skipping: None,
             lines_read: 0,
             last_growth: Instant::now(),
+            head: Vec::new(),
+            head_from_start: false,
         };
         followed.seek_to(offset)?;
         Ok(followed)
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            read_offset: self.read_offset,
+            partial: self.partial.clone(),
+            skipping: self.skipping,
+            lines_read: self.lines_read,
+            fingerprint: self.fingerprint.clone(),
+            head: self.head.clone(),
+            head_from_start: self.head_from_start,
+        }
+    }
+
+    fn rewind(&mut self, mark: Mark) -> io::Result<()> {
+        self.file.seek(SeekFrom::Start(mark.read_offset))?;
+        self.read_offset = mark.read_offset;
+        self.partial = mark.partial;
+        self.skipping = mark.skipping;
+        self.lines_read = mark.lines_read;
+        self.fingerprint = mark.fingerprint;
+        self.head = mark.head;
+        self.head_from_start = mark.head_from_start;
+        Ok(())
     }
 
     /// Moves to `offset`, a line boundary, counting the lines before it once so diagnostics
@@ -141,6 +186,8 @@ impl Followed {
         self.lines_read = lines;
         self.partial.clear();
         self.skipping = None;
+        self.head.clear();
+        self.head_from_start = offset == 0;
         Ok(())
     }
 
@@ -175,7 +222,8 @@ impl Followed {
     }
 
     fn restart_from_beginning(&mut self) -> io::Result<()> {
-        self.fingerprint = fingerprint(&mut self.file)?;
+        // Known again from the first line this reader reads, whatever the file holds by then.
+        self.fingerprint = None;
         self.seek_to(0)
     }
 
@@ -200,6 +248,10 @@ impl Followed {
             };
             self.last_growth = Instant::now();
             let base = self.read_offset;
+            if self.head_from_start && base < FINGERPRINT_SPAN as u64 {
+                let take = n.min(FINGERPRINT_SPAN - base as usize);
+                self.head.extend_from_slice(&chunk[..take]);
+            }
             self.read_offset += n as u64;
             self.split_lines(&chunk[..n], base, out, max_line_bytes, notices);
         }
@@ -210,6 +262,10 @@ impl Followed {
     /// Fingerprints the file once its first line is complete; until then positions carry none.
     fn refresh_fingerprint_if_missing(&mut self) -> io::Result<()> {
         if self.fingerprint.is_some() || self.read_offset == 0 {
+            return Ok(());
+        }
+        if self.head_from_start {
+            self.fingerprint = fingerprint_of_head(&self.head);
             return Ok(());
         }
         self.fingerprint = fingerprint(&mut self.file)?;
@@ -312,6 +368,9 @@ impl Known {
 /// Files remembered in [`Known`]. Forgetting one is harmless once it has not been written for
 /// a while: only files written since the last look are taken for missed rotations.
 const KNOWN_FILES: usize = 4096;
+
+/// How often one call reads the file again after a read raced a truncation.
+const RACED_READS: usize = 4;
 
 /// Rotated files still drained at most; the oldest is closed first. A dpkg run writing a file
 /// rotated this many times since it opened it is long over in practice.
@@ -480,11 +539,26 @@ impl Tailer {
             notices.push(TailNotice::Truncated);
             self.read_copies(&mut lines, &mut notices)?;
         }
-        if let Some(current) = self.current.as_mut() {
-            let at_end = current.read_into(&mut lines, max_lines, max_line_bytes, &mut notices)?;
-            if !at_end {
-                return Ok((lines, notices));
+        // A truncation between the check above and the read, or during it, would pass off
+        // bytes of the new content as the old file's: read, check again, and on a truncation
+        // go back and take the old file's rest from its copy.
+        let mut at_end = true;
+        for _ in 0..RACED_READS {
+            let Some(current) = self.current.as_mut() else {
+                break;
+            };
+            let (mark, before) = (current.mark(), lines.len());
+            at_end = current.read_into(&mut lines, max_lines, max_line_bytes, &mut notices)?;
+            if !current.is_truncated()? {
+                break;
             }
+            lines.truncate(before);
+            current.rewind(mark)?;
+            notices.push(TailNotice::Truncated);
+            self.read_copies(&mut lines, &mut notices)?;
+        }
+        if !at_end {
+            return Ok((lines, notices));
         }
         if self.copies_pending {
             self.read_missed_copies(&mut lines, &mut notices)?;
