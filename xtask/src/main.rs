@@ -33,7 +33,8 @@ enum Task {
     },
     /// Run every check and test: format, lints, unit and privileged end-to-end tests, docs
     Test,
-    /// Print the benchmark figures: append-to-event latency, replay throughput, memory
+    /// Print the benchmark figures beside their baselines: append-to-event latency against a
+    /// 2 s poller, replay throughput, memory and exec cost against an auditd execve rule
     Bench,
     /// Build the Debian package (release binary, unit, config, man page) under target/deb
     Deb,
@@ -179,6 +180,8 @@ fn test(root: &Path) -> anyhow::Result<()> {
 
 fn bench(root: &Path) -> anyhow::Result<()> {
     setup::ensure_packages(setup::TEST_PACKAGES)?;
+    // auditd is the comparison's baseline; what is installed for it goes again afterwards.
+    let _auditd = setup::TemporaryPackages::install(setup::BENCH_PACKAGES)?;
     let object = ebpf::build_ebpf(root)?;
     let build = [
         "build",

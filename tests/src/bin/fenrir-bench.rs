@@ -7,10 +7,13 @@
 //!   exec tracer;
 //! - the kernel tracer's cost: in-kernel nanoseconds per run of its programs (from the
 //!   sensor's own `/proc/<pid>/fdinfo`, with `kernel.bpf_stats_enabled`) and the wall time of
-//!   many fork+execs with and without a running sensor.
+//!   many fork+execs with nothing attached, with a running sensor, and with an auditd execve
+//!   rule (Debian's auditd, run with a configuration of its own), in rotating rounds;
+//! - resident memory of the sensor with its tracer beside auditd's after those execs.
 //!
 //! The machine is shared and noisy: every figure is measured several times in one run and shown
-//! as min / median / max, and comparisons are ratios from the same run.
+//! as min / median / max, each beside its baseline from the same run, and comparisons are
+//! ratios from that run.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -43,10 +46,6 @@ fn main() -> anyhow::Result<()> {
     let binary = sensor_binary()?;
     let work = tempfile::Builder::new().prefix("fenrir-bench-").tempdir()?;
     println!("fenrir benchmark — {}", binary.display());
-    println!(
-        "{:<44} {:>12} {:>12} {:>12}",
-        "figure", "min", "median", "max"
-    );
 
     let latency = append_latency(&binary, work.path())?;
     let polling = polling_latency(work.path())?;
@@ -54,11 +53,29 @@ fn main() -> anyhow::Result<()> {
     let rss = steady_rss(&binary, work.path(), Tracer::Off)?;
     let kernel = kernel_figures(&binary, work.path())?;
 
-    row("append→event p50 (µs)", &latency.p50);
-    row("append→event p99 (µs)", &latency.p99);
-    row("2 s polling reader append→read (µs)", &polling);
-    row("replay throughput (MB/s)", &replay);
-    row("run RSS after 3×10k-line bursts (kB)", &rss);
+    println!();
+    println!(
+        "{:<42} {:>26}   {:>26}  baseline",
+        "figure", "fenrir min / median / max", "baseline min / median / max"
+    );
+    let poller = "2 s polling reader, per append";
+    row(
+        "append→event p50 (µs)",
+        &latency.p50,
+        Some((&polling, poller)),
+    );
+    row(
+        "append→event p99 (µs)",
+        &latency.p99,
+        Some((&polling, poller)),
+    );
+    row("replay throughput (MB/s)", &replay, None);
+    // TODO: a query throughput figure belongs here once the event store answers queries.
+    println!(
+        "{:<42} {:>26}",
+        "query throughput", "not measured: no query command"
+    );
+    row("run RSS, log only, after 3×10k lines (kB)", &rss, None);
     match &kernel {
         Kernel::Measured(figures) => figures.print_rows(),
         Kernel::Skipped(reason) => println!("skipping: {reason}"),
@@ -96,17 +113,34 @@ fn sensor_binary() -> anyhow::Result<PathBuf> {
     Ok(candidate)
 }
 
-fn row(name: &str, samples: &[f64]) {
+/// Prints one figure as min / median / max, with its baseline beside it.
+fn row(name: &str, samples: &[f64], baseline: Option<(&[f64], &str)>) {
+    match baseline {
+        Some((base, what)) => println!(
+            "{name:<42} {:>26}   {:>26}  {what}",
+            spread(samples),
+            spread(base)
+        ),
+        None => println!("{name:<42} {:>26}", spread(samples)),
+    }
+}
+
+fn row_beside(name: &str, samples: &[f64], baseline: Option<&(Vec<f64>, &str)>) {
+    row(
+        name,
+        samples,
+        baseline.map(|(values, what)| (values.as_slice(), *what)),
+    );
+}
+
+fn spread(samples: &[f64]) -> String {
     let mut sorted = samples.to_vec();
     sorted.sort_by(f64::total_cmp);
     let (min, max) = (
         sorted.first().copied().unwrap_or(0.0),
         sorted.last().copied().unwrap_or(0.0),
     );
-    println!(
-        "{name:<44} {min:>12.1} {:>12.1} {max:>12.1}",
-        median(&sorted)
-    );
+    format!("{min:.1} / {:.1} / {max:.1}", median(&sorted))
 }
 
 fn median(samples: &[f64]) -> f64 {
@@ -428,35 +462,71 @@ struct KernelFigures {
     exec_ns: Vec<f64>,
     fork_ns: Vec<f64>,
     exit_ns: Vec<f64>,
-    /// Wall time of one round of fork+execs, in ms.
+    /// Wall time of one round of fork+execs, in ms: nothing attached, the sensor, auditd.
     without_ms: Vec<f64>,
     with_ms: Vec<f64>,
+    audit_ms: Vec<f64>,
     rss: Vec<f64>,
+    audit_rss: Vec<f64>,
+    /// Why auditd could not be compared here, if so.
+    audit_skipped: Option<String>,
     /// Other processes' programs on the exec tracepoint when the figures were taken.
     foreign_programs: usize,
 }
 
 impl KernelFigures {
     fn print_rows(&self) {
-        row("run+eBPF RSS after 3×10k-line bursts (kB)", &self.rss);
-        row("exec program, untracked exec (ns/run)", &self.exec_ns);
-        row("fork program (ns/run)", &self.fork_ns);
-        row("exit program (ns/run)", &self.exit_ns);
+        let compared = !self.audit_ms.is_empty();
+        let auditd = |values: &[f64]| -> Option<(Vec<f64>, &'static str)> {
+            compared.then(|| (values.to_vec(), "auditd, execve rule"))
+        };
+        row_beside(
+            "run+eBPF RSS after 3×10k lines / auditd (kB)",
+            &self.rss,
+            auditd(&self.audit_rss).as_ref(),
+        );
+        row("exec program, untracked exec (ns/run)", &self.exec_ns, None);
+        row("fork program (ns/run)", &self.fork_ns, None);
+        row("exit program (ns/run)", &self.exit_ns, None);
         row(
-            &format!("{EXECS_PER_ROUND} fork+exec /bin/true, no sensor (ms)"),
+            &format!("{EXECS_PER_ROUND} fork+exec /bin/true, nothing (ms)"),
             &self.without_ms,
+            None,
         );
-        row(
-            &format!("{EXECS_PER_ROUND} fork+exec /bin/true, sensor+eBPF (ms)"),
+        row_beside(
+            &format!("{EXECS_PER_ROUND} fork+exec /bin/true, watched (ms)"),
             &self.with_ms,
+            auditd(&self.audit_ms).as_ref(),
         );
-        let paired: Vec<f64> = self
-            .with_ms
-            .iter()
-            .zip(&self.without_ms)
-            .map(|(with, without)| (with / without - 1.0) * 100.0)
-            .collect();
-        row("fork+exec slowdown, paired rounds (%)", &paired);
+        let slowdown = |watched: &[f64]| -> Vec<f64> {
+            watched
+                .iter()
+                .zip(&self.without_ms)
+                .map(|(with, without)| (with / without - 1.0) * 100.0)
+                .collect()
+        };
+        let per_exec = |watched: &[f64]| -> Vec<f64> {
+            #[expect(clippy::cast_precision_loss, reason = "figures for display")]
+            let execs = EXECS_PER_ROUND as f64;
+            watched
+                .iter()
+                .zip(&self.without_ms)
+                .map(|(with, without)| (with - without) * 1e3 / execs)
+                .collect()
+        };
+        row_beside(
+            "fork+exec slowdown, paired rounds (%)",
+            &slowdown(&self.with_ms),
+            auditd(&slowdown(&self.audit_ms)).as_ref(),
+        );
+        row_beside(
+            "added wall time per fork+exec (µs)",
+            &per_exec(&self.with_ms),
+            auditd(&per_exec(&self.audit_ms)).as_ref(),
+        );
+        if let Some(reason) = &self.audit_skipped {
+            println!("skipping: auditd comparison: {reason}");
+        }
     }
 
     fn print_summary(&self) {
@@ -465,10 +535,17 @@ impl KernelFigures {
             "fork+exec with sensor / without, ratio of medians: {ratio:.4} ({:+.2} %)",
             (ratio - 1.0) * 100.0
         );
+        if !self.audit_ms.is_empty() {
+            let audit = median(&self.audit_ms) / median(&self.without_ms).max(f64::MIN_POSITIVE);
+            println!(
+                "fork+exec with an auditd execve rule / without: {audit:.4} ({:+.2} %)",
+                (audit - 1.0) * 100.0
+            );
+        }
         if self.foreign_programs > 0 {
             println!(
                 "note: {} other program(s) on sched_process_exec were attached on this host \
-                 and ran on both sides",
+                 and ran on every side",
                 self.foreign_programs
             );
         }
@@ -507,22 +584,38 @@ fn kernel_figures(binary: &Path, dir: &Path) -> anyhow::Result<Kernel> {
         exit_ns: Vec::new(),
         without_ms: Vec::new(),
         with_ms: Vec::new(),
+        audit_ms: Vec::new(),
         rss,
+        audit_rss: Vec::new(),
+        audit_skipped: None,
         foreign_programs,
     };
+    let mut auditd = match Auditd::start(dir)? {
+        Ok(auditd) => Some(auditd),
+        Err(reason) => {
+            figures.audit_skipped = Some(reason);
+            None
+        }
+    };
 
-    // Both sides run with statistics on, so its own small cost cannot pass for the sensor's.
+    // Every side runs with statistics on, so their own small cost cannot pass for the sensor's.
     let _stats = BpfStats::enable()?;
     for round in 0..EXEC_ROUNDS {
-        // Swap the order every round so that drift of the shared machine hits both sides.
-        if round % 2 == 0 {
-            figures.without_ms.push(exec_burst()?);
-            traced_round(binary, dir, &log, &mut figures)?;
-        } else {
-            traced_round(binary, dir, &log, &mut figures)?;
-            figures.without_ms.push(exec_burst()?);
+        // Rotate the order every round so that drift of the shared machine hits every side.
+        for side in (0..3).map(|n| (n + round) % 3) {
+            match side {
+                0 => figures.without_ms.push(exec_burst()?),
+                1 => traced_round(binary, dir, &log, &mut figures)?,
+                _ => {
+                    if let Some(auditd) = auditd.as_mut() {
+                        figures.audit_ms.push(auditd.with_execve_rule(exec_burst)??);
+                        figures.audit_rss.push(rss_kb(auditd.pid())?);
+                    }
+                }
+            }
         }
     }
+    drop(auditd);
     Ok(Kernel::Measured(figures))
 }
 
@@ -682,4 +775,175 @@ fn foreign_exec_programs(sensor: u32) -> usize {
                 .count()
         })
         .sum()
+}
+
+/// The audit rule the comparison adds, and removes again: every execve of the native ABI.
+const AUDIT_RULE: [&str; 7] = [
+    "always,exit",
+    "-F",
+    "arch=b64",
+    "-S",
+    "execve",
+    "-k",
+    "fenrir-bench",
+];
+
+/// Debian's auditd, started by the bench with a configuration of its own in a temporary
+/// directory, so it writes nowhere else and starts no plugin.
+///
+/// Stopped when dropped, with the rule removed and the kernel's audit switch as it was; an
+/// auditd that already runs on the host is never touched (the comparison is skipped).
+struct Auditd {
+    child: Child,
+    enabled_before: String,
+    rule_added: bool,
+}
+
+impl Auditd {
+    /// Starts auditd, or returns why the comparison cannot run here.
+    fn start(dir: &Path) -> anyhow::Result<Result<Self, String>> {
+        let Ok(status) = audit_status() else {
+            return Ok(Err(
+                "auditctl cannot talk to the kernel's audit subsystem".to_owned()
+            ));
+        };
+        if !Path::new("/sbin/auditd").exists() {
+            return Ok(Err(
+                "auditd is not installed (cargo xtask bench installs it)".to_owned(),
+            ));
+        }
+        match status.get("pid").map(String::as_str) {
+            Some("0") | None => {}
+            Some(pid) => {
+                return Ok(Err(format!(
+                    "an auditd already runs (pid {pid}); the bench leaves it alone"
+                )))
+            }
+        }
+        let enabled_before = status.get("enabled").cloned().unwrap_or_else(|| "0".into());
+
+        let config = dir.join("audit");
+        fs::create_dir_all(config.join("plugins.d"))?;
+        fs::write(
+            config.join("auditd.conf"),
+            format!(
+                "local_events = yes\nwrite_logs = yes\nlog_file = {log}\nlog_format = ENRICHED\n\
+                 flush = INCREMENTAL_ASYNC\nfreq = 50\nmax_log_file = 1024\nnum_logs = 1\n\
+                 max_log_file_action = IGNORE\nspace_left = 2\nspace_left_action = IGNORE\n\
+                 admin_space_left = 1\nadmin_space_left_action = IGNORE\n\
+                 disk_full_action = IGNORE\ndisk_error_action = IGNORE\nq_depth = 2000\n\
+                 overflow_action = IGNORE\nplugin_dir = {plugins}\nend_of_event_timeout = 2\n",
+                log = config.join("audit.log").display(),
+                plugins = config.join("plugins.d").display(),
+            ),
+        )?;
+        fs::set_permissions(
+            config.join("auditd.conf"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o640),
+        )?;
+        let child = Command::new("/sbin/auditd")
+            .arg("-n")
+            .arg("-c")
+            .arg(&config)
+            .args(["-s", "nochange"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("failed to start auditd")?;
+        let auditd = Self {
+            child,
+            enabled_before,
+            rule_added: false,
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let pid = auditd.pid().to_string();
+        while audit_status()?.get("pid") != Some(&pid) {
+            if Instant::now() > deadline {
+                return Ok(Err("auditd did not register with the kernel".to_owned()));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Ok(auditd))
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Runs `work` with auditing on and the execve rule in place, and takes both away after.
+    fn with_execve_rule<T>(&mut self, work: impl FnOnce() -> T) -> anyhow::Result<T> {
+        auditctl(&["-e", "1"])?;
+        auditctl(&rule_args("-a"))?;
+        self.rule_added = true;
+        let result = work();
+        self.remove_rule();
+        auditctl(&["-e", "0"])?;
+        Ok(result)
+    }
+
+    fn remove_rule(&mut self) {
+        if std::mem::take(&mut self.rule_added) {
+            if let Err(error) = auditctl(&rule_args("-d")) {
+                eprintln!("failed to remove the bench's audit rule: {error:#}");
+            }
+        }
+    }
+}
+
+/// `auditctl <verb> always,exit -F arch=b64 -S execve -k fenrir-bench`.
+fn rule_args(verb: &str) -> Vec<&str> {
+    std::iter::once(verb).chain(AUDIT_RULE).collect()
+}
+
+impl Drop for Auditd {
+    fn drop(&mut self) {
+        self.remove_rule();
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let _ = self.child.wait();
+        if let Err(error) = auditctl(&["-e", &self.enabled_before]) {
+            eprintln!(
+                "failed to set the audit switch back to {}: {error:#}",
+                self.enabled_before
+            );
+        }
+    }
+}
+
+fn auditctl(args: &[&str]) -> anyhow::Result<()> {
+    let output = Command::new("auditctl")
+        .args(args)
+        .output()
+        .context("failed to run auditctl")?;
+    if !output.status.success() {
+        bail!(
+            "auditctl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// `auditctl -s` as key and value.
+fn audit_status() -> anyhow::Result<HashMap<String, String>> {
+    let output = Command::new("auditctl")
+        .arg("-s")
+        .output()
+        .context("failed to run auditctl")?;
+    if !output.status.success() {
+        bail!("auditctl -s failed");
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            Some((key.to_owned(), value.trim().to_owned()))
+        })
+        .collect())
 }
