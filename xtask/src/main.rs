@@ -5,6 +5,7 @@
 
 mod deb;
 mod ebpf;
+mod fuzz;
 mod setup;
 
 use std::os::unix::fs::MetadataExt;
@@ -48,6 +49,16 @@ enum Task {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Fuzz the parsers (dpkg lines and logs, apt history, configuration, version order)
+    /// with libFuzzer, the corpus seeded from real logs; fails on the first panic
+    Fuzz {
+        /// Inputs to run per target
+        #[arg(long, default_value_t = 10_000_000)]
+        inputs: u64,
+        /// Fuzz only this target
+        #[arg(long)]
+        target: Option<String>,
+    },
     /// Build the kernel program and print the path of its object
     #[command(hide = true)]
     BuildEbpf,
@@ -69,6 +80,7 @@ fn main() -> anyhow::Result<()> {
             ))?;
             torture(&root, &object, long, seed)
         }
+        Task::Fuzz { inputs, target } => fuzz::fuzz(&root, inputs, target.as_deref()),
         Task::Deb => {
             let deb = build_release_deb(&root)?;
             println!("xtask: built {}", deb.display());
@@ -80,6 +92,10 @@ fn main() -> anyhow::Result<()> {
         }
     }
 }
+
+/// Inputs per fuzz target in the short run of `cargo xtask test`; `cargo xtask fuzz` runs
+/// ten million by default.
+const FUZZ_SHORT_INPUTS: u64 = 50_000;
 
 fn workspace_root() -> anyhow::Result<PathBuf> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -167,6 +183,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
     );
     run_checked(tests.env("FENRIR_DEB", &deb))?;
     torture(root, &object, false, None)?;
+    fuzz::fuzz(root, FUZZ_SHORT_INPUTS, None)?;
 
     let mut doc = cargo(
         root,
