@@ -444,6 +444,82 @@ fn scripts_count_by_interpreter_and_path_and_a_fake_comm_does_not() {
 }
 
 #[test]
+fn the_other_package_managers_are_tracked_by_inode_and_dnf_by_its_interpreter() {
+    let Some(_kernel) = privileged() else { return };
+    let programs = ["/usr/bin/rpm", "/usr/bin/zypper", "/usr/bin/pacman"];
+    let present: Vec<&str> = programs
+        .iter()
+        .copied()
+        .filter(|p| Path::new(p).exists())
+        .collect();
+    let has_dnf = Path::new("/usr/bin/dnf").exists();
+    if present.len() < programs.len() || !has_dnf {
+        println!("skipping: rpm, dnf, zypper or pacman is not installed (cargo xtask test installs them)");
+        return;
+    }
+    let mut tracer = load();
+
+    // rpm, zypper and pacman are programs, matched by the device and inode of the file.
+    for program in &present {
+        let tracked = tracer
+            .tracked_executables()
+            .iter()
+            .find(|t| t.path == Path::new(program))
+            .unwrap_or_else(|| panic!("{program} is not tracked"));
+        assert_eq!(
+            tracked.key,
+            fenrir_sensor::source::exec::executable_key(Path::new(program)).expect("stat")
+        );
+        assert!(tracked.interpreter.is_none(), "{program} is a program");
+    }
+    // dnf is a Python script: its interpreter's inode and its path decide.
+    let dnf = tracer
+        .tracked_executables()
+        .iter()
+        .find(|t| t.path == Path::new("/usr/bin/dnf"))
+        .expect("dnf is tracked");
+    let interpreter = dnf.interpreter.clone().expect("dnf is a script");
+    assert_eq!(
+        dnf.key,
+        fenrir_sensor::source::exec::executable_key(&interpreter).expect("stat interpreter")
+    );
+
+    // Real runs are recorded as package managers; the same interpreter running another
+    // script is not. Nothing may reach the host's /var/log: zypper's debug log goes to a
+    // temporary file, and dnf's Python stops at start-up, before dnf writes any log.
+    let scratch = tempfile::tempdir().expect("tempdir");
+    fs::write(
+        scratch.path().join("sitecustomize.py"),
+        "import os\nos._exit(0)\n",
+    )
+    .expect("write sitecustomize");
+    for program in &present {
+        run(Command::new(program)
+            .arg("--version")
+            .env("ZYPP_LOGFILE", scratch.path().join("zypper.log")));
+    }
+    run(Command::new("/usr/bin/dnf")
+        .arg("--version")
+        .env("PYTHONPATH", scratch.path()));
+    run(Command::new(&interpreter).args(["-c", "print('fenrir-not-dnf')"]));
+    let records = collect_until(&mut tracer, Duration::from_secs(10), |records| {
+        present.iter().chain(&["/usr/bin/dnf"]).all(|program| {
+            execs(records).any(|exec| exec.filename == *program && exec.is_package_manager)
+        })
+    });
+    for program in present.iter().chain(&["/usr/bin/dnf"]) {
+        assert!(
+            execs(&records).any(|exec| exec.filename == *program && exec.is_package_manager),
+            "no package-manager record of {program}: {records:#?}"
+        );
+    }
+    assert!(
+        !execs(&records).any(|exec| exec.argv.iter().any(|a| a.contains("fenrir-not-dnf"))),
+        "a plain python3 run was recorded"
+    );
+}
+
+#[test]
 fn build_without_object_is_a_typed_error() {
     let error = ExecTracer::load_object(&[], &TracerConfig::default())
         .expect_err("an empty object does not load");

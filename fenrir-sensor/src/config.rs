@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::integrity::IntegrityConfig;
+use crate::parse::manager::Manager;
 use crate::rule::RulesConfig;
 use crate::sink::format::EventFormat;
 use crate::sink::hook::HooksConfig;
@@ -31,6 +33,7 @@ pub struct Config {
     /// Read existing log content on a first start instead of starting at its end.
     pub from_start: bool,
     pub dpkg: DpkgConfig,
+    pub managers: ManagersConfig,
     pub sinks: SinksConfig,
     pub ebpf: EbpfConfig,
     pub tail: TailConfig,
@@ -39,6 +42,7 @@ pub struct Config {
     pub ssh: SshConfig,
     pub rules: RulesConfig,
     pub hooks: HooksConfig,
+    pub integrity: IntegrityConfig,
 }
 
 impl Default for Config {
@@ -48,6 +52,7 @@ impl Default for Config {
             state_dir: PathBuf::from("/var/lib/fenrir"),
             from_start: false,
             dpkg: DpkgConfig::default(),
+            managers: ManagersConfig::default(),
             sinks: SinksConfig::default(),
             ebpf: EbpfConfig::default(),
             tail: TailConfig::default(),
@@ -56,6 +61,7 @@ impl Default for Config {
             ssh: SshConfig::default(),
             rules: RulesConfig::default(),
             hooks: HooksConfig::default(),
+            integrity: IntegrityConfig::default(),
         }
     }
 }
@@ -67,6 +73,8 @@ pub struct DpkgConfig {
     pub log: PathBuf,
     /// The admin directory whose lock tells when a dpkg run has ended.
     pub admin_dir: PathBuf,
+    /// The root dpkg installs into; derived from `admin_dir` when absent.
+    pub root: Option<PathBuf>,
 }
 
 impl Default for DpkgConfig {
@@ -74,7 +82,132 @@ impl Default for DpkgConfig {
         Self {
             log: PathBuf::from("/var/log/dpkg.log"),
             admin_dir: PathBuf::from("/var/lib/dpkg"),
+            root: None,
         }
+    }
+}
+
+/// The package managers other than dpkg whose logs are followed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagersConfig {
+    pub dnf: ManagerConfig,
+    pub yum: ManagerConfig,
+    pub zypper: ManagerConfig,
+    pub pacman: ManagerConfig,
+    pub apk: ApkConfig,
+    pub rpm: RpmConfig,
+}
+
+/// rpm run by hand, seen through the rpm database.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RpmConfig {
+    /// Follow the database; it is followed when it exists at start and the kernel tracer
+    /// runs, which alone tells a change rpm made by hand from one of dnf, yum or zypper.
+    pub enabled: bool,
+    /// The root whose database is followed.
+    pub root: PathBuf,
+    /// The database inside the root, and where rpm keeps it when `--dbpath` is not given.
+    pub dbpath: PathBuf,
+}
+
+impl Default for RpmConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            root: PathBuf::from("/"),
+            dbpath: PathBuf::from("/var/lib/rpm"),
+        }
+    }
+}
+
+/// One package manager's log.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagerConfig {
+    /// Follow the log; a log that does not exist yet is waited for.
+    pub enabled: bool,
+    /// The log; the manager's own default when absent.
+    pub log: Option<PathBuf>,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            log: None,
+        }
+    }
+}
+
+/// apk's log, and its database for hosts where apk writes no log.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApkConfig {
+    pub enabled: bool,
+    /// `/var/log/apk.log` when absent.
+    pub log: Option<PathBuf>,
+    /// Followed instead of the log when the log does not exist at start but this does;
+    /// `/lib/apk/db/installed` when absent.
+    pub database: Option<PathBuf>,
+}
+
+impl Default for ApkConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            log: None,
+            database: None,
+        }
+    }
+}
+
+impl ManagersConfig {
+    /// Returns whether `manager`'s log is followed, and the log.
+    #[must_use]
+    pub fn log_of(&self, manager: Manager) -> Option<PathBuf> {
+        let (enabled, log) = match manager {
+            Manager::Dpkg | Manager::Rpm => return None,
+            Manager::Dnf => (self.dnf.enabled, &self.dnf.log),
+            Manager::Yum => (self.yum.enabled, &self.yum.log),
+            Manager::Zypper => (self.zypper.enabled, &self.zypper.log),
+            Manager::Pacman => (self.pacman.enabled, &self.pacman.log),
+            Manager::Apk => (self.apk.enabled, &self.apk.log),
+        };
+        enabled.then(|| {
+            log.clone()
+                .unwrap_or_else(|| Path::new("/").join(manager.default_log()))
+        })
+    }
+
+    /// Returns apk's database.
+    #[must_use]
+    pub fn apk_database(&self) -> PathBuf {
+        self.apk
+            .database
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/lib/apk/db/installed"))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let logs = [
+            ("dnf.log", &self.dnf.log),
+            ("yum.log", &self.yum.log),
+            ("zypper.log", &self.zypper.log),
+            ("pacman.log", &self.pacman.log),
+            ("apk.log", &self.apk.log),
+            ("apk.database", &self.apk.database),
+        ];
+        if !self.rpm.dbpath.is_absolute() || !self.rpm.root.is_absolute() {
+            return Err("key `managers.rpm.root`/`dbpath`: must be absolute paths".into());
+        }
+        for (key, path) in logs {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(format!("key `managers.{key}`: must not be empty"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -84,6 +217,7 @@ impl Default for DpkgConfig {
 pub struct SinksConfig {
     pub json: JsonSinkConfig,
     pub journald: JournaldSinkConfig,
+    pub store: StoreSinkConfig,
 }
 
 /// JSON lines outputs.
@@ -119,6 +253,28 @@ impl Default for JournaldSinkConfig {
         Self {
             enabled: true,
             socket: PathBuf::from("/run/systemd/journal/socket"),
+        }
+    }
+}
+
+/// The event store in the state directory, which `query` and `mcp` read.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSinkConfig {
+    pub enabled: bool,
+    /// A segment file is closed and summarized at this size.
+    pub segment_bytes: u64,
+    /// Retention: the oldest segments are deleted while all exceed this size.
+    pub max_bytes: u64,
+}
+
+impl Default for StoreSinkConfig {
+    fn default() -> Self {
+        let options = crate::sink::store::StoreOptions::default();
+        Self {
+            enabled: true,
+            segment_bytes: options.segment_bytes,
+            max_bytes: options.max_bytes,
         }
     }
 }
@@ -327,6 +483,15 @@ impl Config {
         if self.delivery.retry_initial_ms > self.delivery.retry_max_ms {
             return Err("key `delivery.retry_initial_ms`: must not exceed retry_max_ms".into());
         }
+        self.managers.validate()?;
+        let store = &self.sinks.store;
+        if store.segment_bytes < 64 * 1024 {
+            return Err("key `sinks.store.segment_bytes`: must be at least 65536".into());
+        }
+        if store.max_bytes < store.segment_bytes.saturating_mul(2) {
+            return Err("key `sinks.store.max_bytes`: must be at least twice segment_bytes".into());
+        }
+        self.integrity.validate()?;
         for output in &self.sinks.json.outputs {
             if output.is_empty() {
                 return Err("key `sinks.json.outputs`: an output is empty".into());
@@ -446,11 +611,20 @@ from_start = true
 [dpkg]
 log = "/srv/dpkg.log"
 admin_dir = "/srv/admin"
+[managers.dnf]
+log = "/srv/root/var/log/dnf.rpm.log"
+[managers.zypper]
+enabled = false
+[managers.apk]
+database = "/srv/root/lib/apk/db/installed"
 [sinks.json]
 outputs = ["-", "/var/log/fenrir/events.jsonl"]
 format = "ecs"
 [sinks.journald]
 enabled = false
+[sinks.store]
+segment_bytes = 1048576
+max_bytes = 10485760
 [ebpf]
 enabled = false
 [tail]
@@ -464,7 +638,36 @@ level = "debug"
         assert_eq!(config.sinks.json.outputs.len(), 2);
         assert_eq!(config.sinks.json.format, EventFormat::Ecs);
         assert!(!config.sinks.journald.enabled);
+        assert_eq!(config.sinks.store.max_bytes, 10_485_760);
         assert_eq!(config.diagnostics.level, LogLevel::Debug);
+        let managers = &config.managers;
+        assert_eq!(
+            managers.log_of(Manager::Dnf),
+            Some(PathBuf::from("/srv/root/var/log/dnf.rpm.log"))
+        );
+        assert_eq!(managers.log_of(Manager::Zypper), None);
+        assert_eq!(
+            managers.log_of(Manager::Pacman),
+            Some(PathBuf::from("/var/log/pacman.log"))
+        );
+        assert_eq!(
+            managers.apk_database(),
+            PathBuf::from("/srv/root/lib/apk/db/installed")
+        );
+    }
+
+    #[test]
+    fn bad_manager_keys_name_line_and_key() {
+        let err = parse("[managers.dnf]\nlogfile = \"/x\"\n").expect_err("unknown key");
+        assert!(err.contains("line 2") && err.contains("logfile"), "{err}");
+        let err = parse("[managers.portage]\nenabled = true\n").expect_err("unknown manager");
+        assert!(err.contains("line 1") && err.contains("portage"), "{err}");
+        let err = parse("[managers.pacman]\nenabled = \"yes\"\n").expect_err("bad value");
+        assert!(err.contains("line 2"), "{err}");
+        let err = parse("[managers.apk]\ndatabase = \"\"\n").expect_err("empty");
+        assert!(err.contains("managers.apk.database"), "{err}");
+        let err = parse("[managers.rpm]\nroot = \"srv\"\n").expect_err("relative");
+        assert!(err.contains("managers.rpm.root"), "{err}");
     }
 
     #[test]
@@ -486,6 +689,9 @@ level = "debug"
 
         let err = parse("[tail]\npoll_interval_ms = 0\n").expect_err("zero");
         assert!(err.contains("tail.poll_interval_ms"), "{err}");
+
+        let err = parse("[sinks.store]\nmax_bytes = 1000\n").expect_err("retention too small");
+        assert!(err.contains("sinks.store.max_bytes"), "{err}");
     }
 
     #[test]

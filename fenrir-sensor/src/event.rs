@@ -39,6 +39,14 @@ pub enum Category {
     PackageInstallFailed,
     /// What a package's maintainer scripts ran, reported when its dpkg run ends.
     PackageScripts,
+    /// Files of an installed package are missing or differ from what was installed.
+    PackageIntegrityMismatch,
+    /// Only config files of a package differ from what was installed: usually admin work.
+    PackageConffileChanged,
+    /// dpkg.log (or Fenrir's own record) was shortened or rewritten without a rotation.
+    LogTamper,
+    /// dpkg's database changed without the change reaching the log.
+    PackageChangeUnlogged,
 }
 
 impl Category {
@@ -55,7 +63,24 @@ impl Category {
             Self::PackageDisappear => "package_disappear",
             Self::PackageInstallFailed => "package_install_failed",
             Self::PackageScripts => "package_scripts",
+            Self::PackageIntegrityMismatch => "package_integrity_mismatch",
+            Self::PackageConffileChanged => "package_conffile_changed",
+            Self::LogTamper => "log_tamper",
+            Self::PackageChangeUnlogged => "package_change_unlogged",
         }
+    }
+
+    /// Returns whether the category reports a disagreement between the log, the kernel and
+    /// the package database rather than a change read from the log.
+    #[must_use]
+    pub fn is_integrity(self) -> bool {
+        matches!(
+            self,
+            Self::PackageIntegrityMismatch
+                | Self::PackageConffileChanged
+                | Self::LogTamper
+                | Self::PackageChangeUnlogged
+        )
     }
 
     /// Returns whether the change puts a package's files from an archive on disk.
@@ -77,7 +102,12 @@ impl Category {
             Self::PackageInstall | Self::PackageDowngrade | Self::PackageInstallFailed => {
                 Severity::Medium
             }
-            Self::PackageUpgrade | Self::PackageScripts => Severity::Info,
+            Self::PackageUpgrade | Self::PackageScripts | Self::PackageConffileChanged => {
+                Severity::Info
+            }
+            Self::PackageIntegrityMismatch | Self::LogTamper | Self::PackageChangeUnlogged => {
+                Severity::High
+            }
             Self::PackageReinstall
             | Self::PackageRemove
             | Self::PackagePurge
@@ -97,6 +127,10 @@ impl Category {
             Self::PackageDisappear => "disappeared",
             Self::PackageInstallFailed => "install failed",
             Self::PackageScripts => "scripts ran",
+            Self::PackageIntegrityMismatch => "files differ",
+            Self::PackageConffileChanged => "config files changed",
+            Self::LogTamper => "log tampered",
+            Self::PackageChangeUnlogged => "changed without a log line",
         }
     }
 }
@@ -161,6 +195,17 @@ pub struct ParsedData {
     pub last_state: Option<String>,
 }
 
+/// The package (if any) and actor an integrity event is about, all text already escaped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IntegritySubject {
+    /// Empty when the event concerns no package (a tampered log).
+    pub package: String,
+    pub arch: Option<String>,
+    pub old_version: Option<String>,
+    pub new_version: Option<String>,
+    pub actor: Option<serde_json::Value>,
+}
+
 /// One security event: the JSON object every sink receives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
@@ -189,6 +234,13 @@ pub struct Event {
     /// records the event.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub id: Option<String>,
+    /// For the integrity categories: what the witnesses showed (files, log, database).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub evidence: Option<serde_json::Value>,
+    /// How the change was seen: absent when read from the log as dpkg wrote it; `offline`
+    /// when found by comparing dpkg's database with the state saved while the sensor last ran.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub observed: Option<String>,
 }
 
 impl Event {
@@ -237,6 +289,8 @@ impl Event {
             rules: Vec::new(),
             scripts: None,
             id: None,
+            evidence: None,
+            observed: None,
         }
     }
 
@@ -299,6 +353,46 @@ impl Event {
                 "omitted": scripts.omitted,
             })),
             id: None,
+            evidence: None,
+            observed: None,
+        }
+    }
+
+    /// Builds an event of an integrity category, seen now rather than read from a log line:
+    /// `raw_line` is empty and `evidence` says what was seen. `description` and the package
+    /// facts must already be escaped.
+    #[must_use]
+    pub fn from_evidence(
+        category: Category,
+        subject: &IntegritySubject,
+        description: String,
+        evidence: serde_json::Value,
+        host: &str,
+    ) -> Self {
+        Self {
+            source: "integrity".to_owned(),
+            category,
+            severity: category.default_severity(),
+            ip: None,
+            description,
+            raw_line: String::new(),
+            parsed_data: ParsedData {
+                kind: category,
+                package: subject.package.clone(),
+                arch: subject.arch.clone(),
+                old_version: subject.old_version.clone(),
+                new_version: subject.new_version.clone(),
+                timestamp: Local::now().to_rfc3339(),
+                last_state: None,
+            },
+            host: host.to_owned(),
+            manager: "dpkg".to_owned(),
+            actor: subject.actor.clone(),
+            rules: Vec::new(),
+            scripts: None,
+            evidence: Some(evidence),
+            observed: None,
+            id: None,
         }
     }
 
@@ -351,7 +445,11 @@ fn describe(
         | Category::PackageRemove
         | Category::PackagePurge
         | Category::PackageDisappear
-        | Category::PackageScripts => {
+        | Category::PackageScripts
+        | Category::PackageIntegrityMismatch
+        | Category::PackageConffileChanged
+        | Category::LogTamper
+        | Category::PackageChangeUnlogged => {
             if let Some(version) = old_version.or(new_version) {
                 let _ = write!(text, " {version}");
             }

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use fenrir_sensor::config::{Config, LogLevel, DEFAULT_CONFIG_PATH};
 use fenrir_sensor::sink::format::{EcsLines, EventFormat};
-use fenrir_sensor::{pipeline, replay};
+use fenrir_sensor::{mcp, pipeline, query, replay};
 use tracing::{info, warn};
 
 // Replaying a long history allocates a few small strings per line on one thread and frees
@@ -38,7 +38,8 @@ enum Command {
     Run(RunArgs),
     /// Print the events of whole log files (plain or .gz, a rotated set in any order)
     #[command(after_help = "\
-Events are attributed from apt's history log: an event whose dpkg line falls inside one apt \
+Each FILE may be a log of dpkg, dnf (dnf.rpm.log), yum, zypper (zypp/history), pacman or apk; \
+its format is told from its first lines. dpkg events are attributed from apt's history log: an event whose dpkg line falls inside one apt \
 run (Start-Date to End-Date) that lists its package gets that run's command and requesting \
 user as its actor; otherwise the actor stays null. Without --apt-history, every \
 apt/history.log* in the directory of each FILE is used, so replaying /var/log/dpkg.log* \
@@ -60,6 +61,22 @@ reads /var/log/apt/history.log*.")]
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Check installed packages' files against dpkg's database and Fenrir's own record
+    #[command(after_help = "\
+Exit codes: 0 every file matches (changed config files are listed, not failures); 1 an error \
+(unreadable database, a named package not installed); 2 a package file is missing or differs \
+from dpkg's md5sums or from Fenrir's record of the install; 3 Fenrir's record store failed its \
+chain check.")]
+    Verify(fenrir_sensor::integrity::cli::VerifyArgs),
+    /// Answer a question about past package changes from the event store and the logs
+    #[command(after_help = "\
+Events come from the event store in the state directory and, for any time it does not cover, \
+from dpkg.log and its rotations (plain or .gz) with apt's history.log* for who; the same log \
+line from both is shown once, as stored. Output: a table on a terminal, JSON lines otherwise.")]
+    Query(query::cli::QueryArgs),
+    /// Serve the Model Context Protocol on stdin and stdout, with tools that answer questions
+    /// about past package changes
+    Mcp(query::cli::SourceArgs),
     /// Validate the configuration and exit
     CheckConfig,
 }
@@ -76,6 +93,9 @@ struct RunArgs {
     /// dpkg's admin directory, whose lock marks the end of a run [default: /var/lib/dpkg]
     #[arg(long, value_name = "DIR")]
     dpkg_admindir: Option<PathBuf>,
+    /// The root dpkg installs into [default: derived from the admin directory, else /]
+    #[arg(long, value_name = "DIR")]
+    dpkg_root: Option<PathBuf>,
     /// Where checkpoints live [default: /var/lib/fenrir]
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -85,6 +105,9 @@ struct RunArgs {
     /// Do not send events to journald
     #[arg(long)]
     no_journald: bool,
+    /// Do not keep events in the event store
+    #[arg(long)]
+    no_store: bool,
     /// journald's native socket [default: /run/systemd/journal/socket]
     #[arg(long, value_name = "PATH")]
     journald_socket: Option<PathBuf>,
@@ -114,6 +137,9 @@ impl RunArgs {
         if let Some(dir) = self.dpkg_admindir {
             config.dpkg.admin_dir = dir;
         }
+        if let Some(dir) = self.dpkg_root {
+            config.dpkg.root = Some(dir);
+        }
         if let Some(dir) = self.state_dir {
             config.state_dir = dir;
         }
@@ -122,6 +148,9 @@ impl RunArgs {
         }
         if self.no_journald {
             config.sinks.journald.enabled = false;
+        }
+        if self.no_store {
+            config.sinks.store.enabled = false;
         }
         if let Some(socket) = self.journald_socket {
             config.sinks.journald.socket = socket;
@@ -159,7 +188,14 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // A broken configuration stops everything before any work starts.
     let mut config = Config::load(cli.config.as_deref())?;
-    init_diagnostics(cli.log_level.unwrap_or(config.diagnostics.level));
+    // A question's answer is its output; lifecycle notes would only clutter the terminal.
+    let quiet = matches!(cli.command, Command::Query(_) | Command::Mcp(_));
+    let default_level = if quiet {
+        LogLevel::Warn
+    } else {
+        config.diagnostics.level
+    };
+    init_diagnostics(cli.log_level.unwrap_or(default_level));
 
     match cli.command {
         Command::CheckConfig => {
@@ -199,6 +235,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 attributed = stats.attributed,
                 "replay finished"
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify(args) => {
+            let code =
+                fenrir_sensor::integrity::cli::run(&args, &config, &mut io::stdout().lock())?;
+            Ok(ExitCode::from(code))
+        }
+        Command::Query(args) => {
+            query::cli::run_query(&args, &config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Mcp(args) => {
+            mcp::serve(&args, &config, io::stdin().lock(), &mut io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {

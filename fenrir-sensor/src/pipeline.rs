@@ -1,14 +1,15 @@
 //! The running sensor: tail → parse → event → sinks, with a checkpoint after each step.
 //!
 //! In: the configuration and a shutdown signal. Out: events delivered to the sinks as dpkg
-//! writes its log, and a checkpoint in the state directory. State: the tailer, the interpreter
-//! (installs still in progress), the dispatcher, and the position last made durable.
+//! and the other package managers write their logs, and a checkpoint per log in the state
+//! directory. State: the sources (each log's tailer, reader and position last made durable),
+//! the kernel tracer and the dispatcher.
 //!
-//! Wake-ups come from an inotify watch on the log's *directory* — a watch on the file itself
+//! Wake-ups come from an inotify watch on each log's *directory* — a watch on the file itself
 //! goes deaf after rename-and-create rotation — and from a slow safety-net timer. Every wake-up
-//! reads to the end of the log, so notifications that coalesce lose nothing.
+//! reads every log to its end, so notifications that coalesce lose nothing.
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use notify::{RecursiveMode, Watcher};
+use serde_json::Value;
 use std::os::fd::OwnedFd;
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::io::Interest;
@@ -26,7 +28,8 @@ use crate::attribute::ssh::{learn_since, SshCorrelator};
 use crate::attribute::Attributor;
 use crate::config::{Config, LogLevel};
 use crate::event::Event;
-use crate::parse::interpret::LogInterpreter;
+use crate::integrity::Integrity;
+use crate::parse::manager::{Manager, RunStart};
 use crate::parse::PackageChange;
 use crate::rule::{RuleEngine, Verdict};
 use crate::service::{Notifier, WatchdogTimer};
@@ -34,21 +37,19 @@ use crate::sink::dispatch::{DispatchOptions, Dispatcher, SinkStats};
 use crate::sink::hook::{Hooks, OutcomeJournal};
 use crate::sink::journald::JournaldSink;
 use crate::sink::json::JsonSink;
+use crate::sink::store::{CoverageWatch, StoreOptions, StoreSink};
 use crate::sink::Sink;
-use crate::source::checkpoint::{Checkpoint, CheckpointStore};
+use crate::source::database::DatabaseKind;
 use crate::source::exec::{ExecTracer, LoadError, TracerConfig};
+use crate::source::followed::{
+    rpm_locks_for, Delivery, FollowOptions, FollowedLog, RunEnd, Source, SourceSpec, SourceTag,
+    FREE_POLLS_BEFORE_FINISH,
+};
 use crate::source::lock::{dpkg_lock_state, LockState};
+use crate::source::offline::{Reconciler, OFFLINE};
 use crate::source::origin::{event_id, Origin};
 use crate::source::ssh::reader::ReaderOptions;
 use crate::source::tail::{Line, Position, StartAt, TailNotice, TailOptions, Tailer};
-
-/// Lines read per batch: bounds memory when starting from the beginning of a long log.
-const BATCH_LINES: usize = 1024;
-
-/// How many consecutive polls must find the dpkg database unlocked before installs still in
-/// progress are judged: a script running `dpkg --unpack` then `dpkg --configure` releases the
-/// lock for an instant between the two.
-const FREE_POLLS_BEFORE_FINISH: u32 = 2;
 
 /// What a run did, reported when it stops.
 #[derive(Debug, Clone, Default)]
@@ -71,6 +72,18 @@ fn build_sinks(config: &Config) -> Vec<Box<dyn Sink>> {
         })
         .collect();
 
+    let store = &config.sinks.store;
+    if store.enabled {
+        let options = StoreOptions {
+            segment_bytes: store.segment_bytes,
+            max_bytes: store.max_bytes,
+        };
+        sinks.push(Box::new(StoreSink::new(
+            store_dir(&config.state_dir),
+            options,
+        )));
+    }
+
     let journald = &config.sinks.journald;
     if journald.enabled {
         if journald.socket.exists() {
@@ -85,95 +98,83 @@ fn build_sinks(config: &Config) -> Vec<Box<dyn Sink>> {
     sinks
 }
 
+/// Returns the event store's directory inside the state directory.
+#[must_use]
+pub fn store_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("events")
+}
+
 /// The pipeline's state between wake-ups.
 struct Pipeline {
-    tailer: Tailer,
+    /// dpkg's log first, then every other manager's.
+    sources: Vec<Source>,
     /// The kernel exec stream and what it says about the followed log; absent in log-only mode.
     kernel: Option<(ExecTracer, Attributor)>,
     /// The kernel's drop counter when last looked at.
     dropped: u64,
-    interpreter: LogInterpreter,
     dispatcher: Dispatcher,
-    store: CheckpointStore,
     host: String,
+    /// dpkg's admin directory, whose lock tells when the offline comparison may run.
     admin_dir: PathBuf,
-    /// Lines read but not yet handled, because delivery is held.
-    queued: VecDeque<Line>,
-    /// The position after the line whose events no sink has taken yet.
-    held: Option<Position>,
-    saved: Option<Checkpoint>,
-    free_polls: u32,
-    /// Whether the last read of the log failed, so the failure is reported once.
-    read_failing: bool,
+    /// What changed in dpkg's database while the sensor was down.
+    offline: Reconciler,
+    /// What the event store covers, when there is one.
+    coverage: Option<CoverageWatch>,
     events: u64,
-    too_long: u64,
     /// SSH logins for attribution and correlation; absent with `[ssh] source = "off"`.
     ssh: Option<SshCorrelator>,
     rules: RuleEngine,
     hooks: Option<Hooks>,
     suppressed: u64,
+    /// Integrity checks: installed files, the log's own history, unlogged database changes.
+    integrity: Integrity,
+    /// Consecutive polls that found the dpkg database unlocked, for the integrity checks.
+    quiet_polls: u32,
 }
 
 impl Pipeline {
-    /// Reads and handles everything available; stops early while delivery is held.
-    ///
-    /// A read error (the log unreadable for a moment) is reported once and retried on the next
-    /// wake-up; nothing already read is lost and the sensor keeps running.
+    /// Reads and handles everything available in every source; a source whose delivery is
+    /// held stops early and keeps its place.
     fn pump(&mut self) {
-        loop {
-            if !self.release_hold() {
-                return;
-            }
-            let Some(line) = self.queued.pop_front() else {
-                // A checkpoint per batch bounds what a crash can make the sinks see twice.
-                self.save_checkpoint(self.tailer.position());
-                let (lines, notices) = match self.tailer.read_lines(BATCH_LINES) {
-                    Ok(read) => read,
-                    Err(err) => {
-                        if !self.read_failing {
-                            let path = self.tailer.path().display().to_string();
-                            error!(path, error = %err, "cannot read the log; retrying");
-                            self.read_failing = true;
-                        }
-                        return;
-                    }
-                };
-                if std::mem::take(&mut self.read_failing) {
-                    info!(path = %self.tailer.path().display(), "log readable again");
-                }
-                self.note(&notices);
-                if lines.is_empty() {
-                    break;
-                }
-                // The writer's exec record reached the ring buffer before its first line did.
-                self.drain_kernel();
-                self.queued.extend(lines);
-                continue;
-            };
-
-            let changes = self
-                .interpreter
-                .line(&line.bytes, self.tailer.path(), line.line_no);
-            if !self.deliver(changes, Origin::Line(&line.position)) {
-                self.held = Some(line.position);
-                return;
-            }
-            self.free_polls = 0;
+        let mut sources = std::mem::take(&mut self.sources);
+        for source in &mut sources {
+            source.pump(self);
         }
-        self.save_checkpoint(self.tailer.position());
+        self.sources = sources;
     }
 
     /// Sends changes to the sinks; returns whether every event was taken by some sink.
-    fn deliver(&mut self, changes: Vec<PackageChange>, origin: Origin<'_>) -> bool {
+    /// `offline` marks changes a database showed were made while the sensor was down.
+    fn deliver(
+        &mut self,
+        source: SourceTag,
+        changes: Vec<PackageChange>,
+        origin: Option<Origin<'_>>,
+        offline: bool,
+    ) -> bool {
         let mut all_taken = true;
         for (index, change) in changes.into_iter().enumerate() {
-            let mut event = Event::from_change(&change, &self.host, "dpkg");
-            event.id = Some(event_id(origin, &change.raw_line, index));
+            let mut event = Event::from_change(&change, &self.host, source.manager.as_str());
+            event.id = origin.map(|origin| event_id(origin, &change.raw_line, index));
+            if offline {
+                event.observed = Some(OFFLINE.to_owned());
+                event.description.push_str(" while the sensor was down");
+            }
             if let Some((_, attributor)) = self.kernel.as_mut() {
-                event.actor = attributor.actor_for_line(change.timestamp);
-                if let (Some(actor), true) = (&event.actor, change.category.unpacks()) {
+                event.actor = attributor.actor_for_change(source, change.timestamp);
+                let is_dpkg = source.manager == Manager::Dpkg;
+                if let (Some(actor), true) = (&event.actor, is_dpkg && change.category.unpacks()) {
                     attributor.note_unpacked(actor, &change.package, change.arch.as_deref());
                 }
+            }
+            if source.manager == Manager::Dpkg {
+                self.integrity.change(&change, event.actor.as_ref());
+            }
+            // The rpm database also changes under dnf, yum and zypper, whose logs report it:
+            // only a change an rpm run by hand made is rpm's.
+            if source.manager == Manager::Rpm && event.actor.is_none() {
+                debug!(package = %change.package, "rpm database change made by another manager");
+                continue;
             }
             if !self.judge(&mut event) {
                 continue;
@@ -198,6 +199,10 @@ impl Pipeline {
         }
         if self.rules.evaluate(event, self.ssh.as_ref()) == Verdict::Suppress {
             self.suppressed += 1;
+            // The store does not get it either: questions must read its line from the log.
+            if let Some(coverage) = self.coverage.as_mut() {
+                coverage.interrupt();
+            }
             debug!(package = %event.parsed_data.package, "event suppressed by a maintenance window");
             return false;
         }
@@ -207,56 +212,82 @@ impl Pipeline {
         true
     }
 
-    /// Retries a held delivery; returns whether reading may go on.
-    fn release_hold(&mut self) -> bool {
-        let Some(position) = self.held.clone() else {
-            return true;
-        };
-        self.dispatcher.retry_due();
-        if self.dispatcher.has_unaccepted() {
-            return false;
+    /// Sends events of the integrity stage (not tied to a log line) to the sinks.
+    fn emit(&mut self, events: Vec<Event>) {
+        for mut event in events {
+            if !self.judge(&mut event) {
+                continue;
+            }
+            self.events += 1;
+            if !self.dispatcher.dispatch(event) {
+                warn!("no sink accepted an integrity event; it is retried with its sink");
+            }
         }
-        info!("a sink accepted the held event; reading resumes");
-        self.held = None;
-        self.save_checkpoint(Some(position));
-        true
     }
 
-    /// Judges installs still in progress once no package manager holds the database.
-    fn finish_runs_if_idle(&mut self) {
-        if !self.interpreter.has_pending() || self.held.is_some() {
+    /// Runs the integrity checks due on a poll, and those that wait for a quiet database: no
+    /// package manager holds it for two polls and the log is read to its end.
+    fn check_integrity(&mut self) {
+        // dpkg's log is always the first source.
+        if let Some(tailer) = self
+            .sources
+            .first()
+            .and_then(Source::log)
+            .map(FollowedLog::tailer)
+        {
+            let found = self.integrity.poll(tailer);
+            self.emit(found);
+        }
+        let dpkg_held = self.sources.first().is_some_and(Source::is_held);
+        // The offline comparison goes first: what the database holds at start is its to report.
+        if !self.integrity.has_idle_work() || dpkg_held || self.offline.is_due() {
+            self.quiet_polls = 0;
             return;
         }
         match dpkg_lock_state(&self.admin_dir) {
-            Ok(LockState::Free) => self.free_polls += 1,
-            Ok(LockState::Held { pid }) => {
-                debug!(?pid, "dpkg database locked; installs still in progress");
-                self.free_polls = 0;
+            Ok(LockState::Held { .. }) => {
+                self.quiet_polls = 0;
                 return;
             }
-            Err(err) => {
-                // Without the lock the end of a run is inferred from silence alone.
-                debug!(error = %err, "cannot query the dpkg lock");
-                self.free_polls += 1;
-            }
+            Ok(LockState::Free) | Err(_) => self.quiet_polls += 1,
         }
-        if self.free_polls < FREE_POLLS_BEFORE_FINISH {
+        if self.quiet_polls < FREE_POLLS_BEFORE_FINISH {
             return;
         }
-
-        // The last lines of the run may have landed since the previous read.
         self.pump();
-        if self.held.is_some() {
+        self.drain_kernel();
+        if self.sources.first().is_some_and(Source::is_held) {
             return;
         }
-        let changes = self.interpreter.finish();
-        let position = self.tailer.position();
-        let file = position.as_ref().map(|p| p.identity);
-        if !self.deliver(changes, Origin::RunEnd(file)) {
-            self.held = position;
-            return;
+        let since = self.integrity.checked_at();
+        let runs = self
+            .kernel
+            .as_mut()
+            .map(|(_, attributor)| attributor.runs_since(since));
+        let found = self.integrity.idle(runs.as_deref());
+        self.emit(found);
+        if let Some(view) = self.integrity.database_view() {
+            self.offline.take_in(view);
         }
-        self.save_checkpoint(position);
+        if !self.dispatcher.has_unaccepted() {
+            self.offline.persist();
+        }
+    }
+
+    /// Retries a held delivery; returns whether reading may go on.
+    fn release_hold(&mut self) -> bool {
+        self.dispatcher.retry_due();
+        !self.dispatcher.has_unaccepted()
+    }
+
+    /// Settles changes still waiting (installs in progress) once no package manager holds
+    /// their database.
+    fn finish_runs_if_idle(&mut self) {
+        let mut sources = std::mem::take(&mut self.sources);
+        for source in &mut sources {
+            source.finish_if_idle(self);
+        }
+        self.sources = sources;
     }
 
     /// Moves every waiting kernel record into the attributor.
@@ -306,70 +337,159 @@ impl Pipeline {
             Err(err) => debug!(error = %err, "cannot read the kernel drop counter"),
         }
     }
+}
 
-    fn note(&mut self, notices: &[TailNotice]) {
-        let path = self.tailer.path().display().to_string();
-        for notice in notices {
-            match notice {
-                TailNotice::Rotated => info!(path, "log rotated; following the new file"),
-                TailNotice::Truncated => info!(path, "log truncated; reading it from the start"),
-                TailNotice::LineTooLong { bytes } => {
-                    self.too_long += 1;
-                    debug!(path, bytes, "skipping over-long line");
-                }
-                TailNotice::RetiredWithPartialLine { bytes } => {
-                    warn!(
-                        path,
-                        bytes, "rotated log ended in a partial line; dropping it"
-                    );
-                }
-            }
+impl Delivery for Pipeline {
+    fn before_lines(&mut self) {
+        self.drain_kernel();
+    }
+
+    fn after_read(
+        &mut self,
+        source: SourceTag,
+        lines: &mut Vec<Line>,
+        notices: &[TailNotice],
+        tailer: &Tailer,
+    ) {
+        if source.manager == Manager::Dpkg {
+            let found = self.integrity.read(lines, notices, tailer);
+            self.emit(found);
         }
     }
 
-    fn save_checkpoint(&mut self, position: Option<Position>) {
-        let Some(position) = position else { return };
-        let mut checkpoint = Checkpoint::new(
-            self.tailer.path().to_path_buf(),
-            position.identity,
-            position.fingerprint,
-            position.offset,
-        );
-        checkpoint.transactions = self.interpreter.saved_state();
-        if self.saved.as_ref() == Some(&checkpoint) {
+    fn observe_line(&mut self, source: SourceTag, line: &Line) {
+        if source.manager != Manager::Dpkg {
             return;
         }
-        match self.store.save(&checkpoint) {
-            Ok(()) => self.saved = Some(checkpoint),
-            // Events are already out; a stale checkpoint only risks repeats after a crash.
-            Err(err) => warn!(error = %format!("{err:#}"), "failed to save checkpoint"),
+        // A `dpkg --root` run's status lines describe another database than the followed one.
+        let other_database = self
+            .kernel
+            .as_mut()
+            .is_some_and(|(_, attributor)| attributor.wrote_other_database(&line.bytes));
+        if !other_database {
+            self.integrity.line(line);
+            self.offline.observe(&line.bytes);
         }
+    }
+
+    fn witness_state(&mut self, source: SourceTag, position: &Position) -> Option<Value> {
+        if source.manager != Manager::Dpkg {
+            return None;
+        }
+        self.integrity.witness_state(position)
+    }
+
+    fn before_checkpoint(&mut self, source: SourceTag) {
+        if source.manager != Manager::Dpkg {
+            return;
+        }
+        // The snapshot must not be older than the position.
+        if let Some(coverage) = self.coverage.as_mut() {
+            coverage.observe(&self.dispatcher.stats());
+        }
+        if !self.dispatcher.has_unaccepted() {
+            self.offline.persist();
+        }
+    }
+
+    fn run_started(&mut self, source: SourceTag, start: &RunStart) {
+        if let Some((_, attributor)) = self.kernel.as_mut() {
+            attributor.run_started(source, start);
+        }
+    }
+
+    fn deliver(
+        &mut self,
+        source: SourceTag,
+        changes: Vec<PackageChange>,
+        origin: Option<Origin<'_>>,
+    ) -> bool {
+        Pipeline::deliver(self, source, changes, origin, false)
+    }
+
+    fn deliver_offline(&mut self, source: SourceTag, changes: Vec<PackageChange>) -> bool {
+        Pipeline::deliver(self, source, changes, None, true)
+    }
+
+    fn is_released(&mut self) -> bool {
+        self.release_hold()
     }
 }
 
-/// Starts a directory watch that wakes `notify` whenever the log or a rotation of it changes.
-fn watch_log_directory(
-    log: &Path,
+/// Returns every source the configuration asks for: dpkg's log first, then each other
+/// manager's. rpm's database is only followed with the kernel tracer, which alone tells a
+/// change rpm made by hand from one dnf, yum or zypper made and logged.
+fn source_specs(config: &Config, has_tracer: bool) -> Vec<SourceSpec> {
+    let mut specs = vec![SourceSpec {
+        manager: Manager::Dpkg,
+        log: Some(config.dpkg.log.clone()),
+        database: None,
+        run_end: RunEnd::DpkgLock(config.dpkg.admin_dir.clone()),
+    }];
+    for manager in Manager::OTHERS {
+        let Some(log) = config.managers.log_of(manager) else {
+            continue;
+        };
+        let run_end = match manager {
+            Manager::Dnf => RunEnd::RpmLock(rpm_locks_for(&log)),
+            _ => RunEnd::Quiet,
+        };
+        let database = (manager == Manager::Apk).then(|| DatabaseKind::Apk {
+            file: config.managers.apk_database(),
+        });
+        specs.push(SourceSpec {
+            manager,
+            log: Some(log),
+            database,
+            run_end,
+        });
+    }
+    let rpm = &config.managers.rpm;
+    let database = DatabaseKind::Rpm {
+        root: rpm.root.clone(),
+        dbpath: rpm.dbpath.clone(),
+    };
+    if rpm.enabled && has_tracer && database.path().is_dir() {
+        specs.push(SourceSpec {
+            manager: Manager::Rpm,
+            log: None,
+            database: Some(database),
+            run_end: RunEnd::Quiet,
+        });
+    }
+    specs
+}
+
+/// Starts one directory watch that wakes `notify` whenever a followed file or a rotation of
+/// it changes. Directories that do not exist are left to the poll.
+fn watch_log_directories(
+    files: &[PathBuf],
     wake: Arc<Notify>,
 ) -> anyhow::Result<notify::RecommendedWatcher> {
-    let name = log
-        .file_name()
-        .map(std::ffi::OsStr::to_os_string)
-        .unwrap_or_default();
-    let dir = match log.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let mut names: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+    for file in files {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dir = match file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        names.entry(dir).or_default().push(name);
+    }
+    let wanted: Vec<String> = names.values().flatten().cloned().collect();
     let mut watcher = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
         let relevant = match &result {
-            // The directory of /var/log is busy; only the log and its rotations matter.
+            // The directory of /var/log is busy; only the logs and their rotations matter.
             Ok(event) => {
                 event.paths.is_empty()
                     || event.paths.iter().any(|p| {
                         p.file_name().is_some_and(|n| {
-                            n == name.as_os_str()
-                                || n.to_string_lossy()
-                                    .starts_with(&format!("{}.", name.to_string_lossy()))
+                            let n = n.to_string_lossy();
+                            wanted
+                                .iter()
+                                .any(|name| n == *name || n.starts_with(&format!("{name}.")))
                         })
                     })
             }
@@ -380,16 +500,24 @@ fn watch_log_directory(
         }
     })
     .context("failed to create a file-system watcher")?;
-    watcher
-        .watch(&dir, RecursiveMode::NonRecursive)
-        .with_context(|| format!("failed to watch {}", dir.display()))?;
+    for dir in names.keys() {
+        match watcher.watch(dir, RecursiveMode::NonRecursive) {
+            Ok(()) => {}
+            Err(err) if !dir.exists() => {
+                debug!(dir = %dir.display(), error = %err, "no such directory to watch; polling it");
+            }
+            Err(err) => {
+                return Err(err).with_context(|| format!("failed to watch {}", dir.display()))
+            }
+        }
+    }
     Ok(watcher)
 }
 
 impl Pipeline {
-    /// Sets up every stage from the configuration: checkpoint, tail, interpreter and sinks.
+    /// Sets up every stage from the configuration: sources (tail, checkpoint, reader), the
+    /// kernel attribution and the sinks.
     fn start(config: &Config, host: String, tracer: Option<ExecTracer>) -> anyhow::Result<Self> {
-        let log = config.dpkg.log.clone();
         std::fs::create_dir_all(&config.state_dir).with_context(|| {
             format!(
                 "failed to create state directory {}",
@@ -397,23 +525,26 @@ impl Pipeline {
             )
         })?;
 
-        let store = CheckpointStore::for_log(&config.state_dir, &log);
-        let checkpoint = store.load().unwrap_or_else(|err| {
-            warn!(error = %format!("{err:#}"), "checkpoint unusable; starting at the end of the log");
-            None
-        });
-
-        let options = TailOptions {
-            max_line_bytes: config.tail.max_line_bytes,
-            rotated_grace: Duration::from_secs(config.tail.rotated_grace_secs),
-            start_at: if config.from_start {
-                StartAt::Beginning
-            } else {
-                StartAt::End
+        let options = FollowOptions {
+            state_dir: config.state_dir.clone(),
+            tail: TailOptions {
+                max_line_bytes: config.tail.max_line_bytes,
+                rotated_grace: Duration::from_secs(config.tail.rotated_grace_secs),
+                start_at: if config.from_start {
+                    StartAt::Beginning
+                } else {
+                    StartAt::End
+                },
             },
         };
-        let (tailer, notices) = Tailer::open(log.clone(), checkpoint.as_ref(), options)
-            .with_context(|| format!("failed to open {}", log.display()))?;
+        let mut sources = Vec::new();
+        for spec in source_specs(config, tracer.is_some()) {
+            sources.push(spec.open(sources.len(), &options)?);
+        }
+
+        // The store holds every line's event since the last break in reading dpkg's log.
+        let continuous = sources.first().is_some_and(Source::is_continuous);
+        let coverage = CoverageWatch::for_config(config, continuous);
 
         let delivery = &config.delivery;
         let dispatcher = Dispatcher::new(
@@ -424,12 +555,12 @@ impl Pipeline {
                 retry_max: Duration::from_millis(delivery.retry_max_ms),
             },
         );
-        let saved_transactions = checkpoint.as_ref().and_then(|c| c.transactions.as_ref());
         let kernel = tracer.map(|tracer| {
-            (
-                tracer,
-                Attributor::new(&config.dpkg.log, &config.dpkg.admin_dir),
-            )
+            let mut attributor = Attributor::new(&config.dpkg.log, &config.dpkg.admin_dir);
+            for source in &sources {
+                attributor.follow(source.tag(), source.path(), &config.managers.rpm.dbpath);
+            }
+            (tracer, attributor)
         });
         let rules = RuleEngine::new(&config.rules);
         let ssh = match config.ssh.resolve() {
@@ -460,48 +591,115 @@ impl Pipeline {
             host: host.clone(),
         };
         let hooks = Hooks::start(&config.hooks, &journal).context("failed to start the hooks")?;
+        let dpkg = sources.first().and_then(Source::log);
+        let (integrity, found) = match dpkg {
+            Some(log) => Integrity::start(config, log.tailer(), log.checkpoint(), &host),
+            None => anyhow::bail!("dpkg's log is not followed"),
+        };
         let mut pipeline = Self {
-            tailer,
+            sources,
             kernel,
             dropped: 0,
-            interpreter: LogInterpreter::resume(saved_transactions),
             dispatcher,
-            store,
             host,
             admin_dir: config.dpkg.admin_dir.clone(),
-            queued: VecDeque::new(),
-            held: None,
-            saved: checkpoint,
-            free_polls: 0,
-            read_failing: false,
+            offline: Reconciler::start(&config.state_dir, &config.dpkg.admin_dir, &config.dpkg.log),
+            coverage,
             events: 0,
-            too_long: 0,
             ssh,
             rules,
             hooks,
             suppressed: 0,
+            integrity,
+            quiet_polls: 0,
         };
-        pipeline.note(&notices);
+        pipeline.emit(found);
         Ok(pipeline)
+    }
+
+    /// Compares dpkg's database with the snapshot of the last run, once per start, at a
+    /// moment when no package manager holds the database and the log is read to its end.
+    fn reconcile_offline(&mut self) {
+        let dpkg_held = |pipeline: &Self| pipeline.sources.first().is_some_and(Source::is_held);
+        if !self.offline.is_due() || dpkg_held(self) {
+            return;
+        }
+        let is_free = |dir: &Path| !matches!(dpkg_lock_state(dir), Ok(LockState::Held { .. }));
+        if !is_free(&self.admin_dir) {
+            return;
+        }
+        let dpkg_read = |pipeline: &Self| {
+            let stats = pipeline
+                .sources
+                .first()
+                .map(Source::stats)
+                .unwrap_or_default();
+            (stats.lines, stats.malformed)
+        };
+        self.pump();
+        let read = dpkg_read(self);
+        // The database witness's reading at start, moved by the lines written since, is the
+        // line between the two: what it saw is offline, what it will see is live.
+        self.integrity.take_database_baseline();
+        let database = match self.integrity.database_view() {
+            Some(view) => Ok(view.clone()),
+            None => crate::parse::status::read_database(&self.admin_dir).map(|(set, _)| set),
+        };
+        let database = match database {
+            Ok(database) => database,
+            Err(err) => {
+                warn!(error = %format!("{:#}", anyhow::Error::new(err)), "cannot read the dpkg database; changes made while the sensor was down are not looked for");
+                self.offline.skip();
+                return;
+            }
+        };
+        // A run that started meanwhile may have changed the database ahead of its log lines.
+        self.pump();
+        if read != dpkg_read(self) || dpkg_held(self) || !is_free(&self.admin_dir) {
+            return;
+        }
+        for mut event in self.offline.reconcile(database, &self.host) {
+            if !self.judge(&mut event) {
+                continue;
+            }
+            self.events += 1;
+            if !self.dispatcher.dispatch(event) {
+                warn!("no sink accepted an offline change; it is retried with its sink");
+            }
+        }
+        if !self.dispatcher.has_unaccepted() {
+            self.offline.persist();
+        }
     }
 
     /// Delivers what is already written, closes the sinks and reports what the run did.
     fn stop(mut self) -> RunSummary {
         // Deliver what is already written before stopping, so a restart repeats nothing.
         self.pump();
+        let found = self.integrity.close();
+        self.emit(found);
+        if !self.dispatcher.has_unaccepted() {
+            self.offline.persist();
+        }
         if let Some(ssh) = self.ssh.as_mut() {
             ssh.close();
         }
         if let Some(hooks) = self.hooks.take() {
             hooks.close(Duration::from_secs(5));
         }
-        let stats = self.interpreter.stats();
+        let (lines, malformed) = self.sources.iter().fold((0, 0), |(lines, malformed), s| {
+            let stats = s.stats();
+            (lines + stats.lines, malformed + stats.malformed)
+        });
         let summary = RunSummary {
-            lines: stats.lines,
-            malformed: stats.malformed + self.too_long,
+            lines,
+            malformed,
             events: self.events,
             sinks: self.dispatcher.close(),
         };
+        if let Some(coverage) = self.coverage.as_mut() {
+            coverage.finish(&summary.sinks);
+        }
         for sink in &summary.sinks {
             if sink.lost > 0 {
                 error!(sink = sink.name, lost = sink.lost, "events lost for a sink");
@@ -537,7 +735,12 @@ pub async fn run(
 ) -> anyhow::Result<RunSummary> {
     // The watch comes first so that nothing written while the tail opens goes unnoticed.
     let wake = Arc::new(Notify::new());
-    let _watcher = match watch_log_directory(&config.dpkg.log, Arc::clone(&wake)) {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for spec in source_specs(config, config.ebpf.enabled) {
+        files.extend(spec.database.iter().flat_map(DatabaseKind::watched_files));
+        files.extend(spec.log);
+    }
+    let _watcher = match watch_log_directories(&files, Arc::clone(&wake)) {
         Ok(watcher) => Some(watcher),
         Err(err) => {
             warn!(error = %format!("{err:#}"), "no file-system watch; polling only");
@@ -551,6 +754,7 @@ pub async fn run(
     };
     let mut kernel_drain = tokio::time::interval(TracerConfig::default().drain_interval);
     let mut pipeline = Pipeline::start(config, host, tracer)?;
+    let verified = pipeline.integrity.ready();
 
     // A package manager's exec wakes this descriptor; its descendants' records do not, and
     // are collected by the drain timer and before every batch of lines.
@@ -567,10 +771,18 @@ pub async fn run(
         }
         None => None,
     };
+    for source in &pipeline.sources {
+        info!(
+            manager = %source.tag().manager,
+            path = %source.path().display(),
+            present = source.path().exists(),
+            "following"
+        );
+    }
     info!(
         log = %config.dpkg.log.display(),
         state_dir = %config.state_dir.display(),
-        resumed = pipeline.saved.is_some(),
+        resumed = pipeline.sources.iter().any(Source::is_resumed),
         attribution = pipeline.kernel.is_some(),
         "sensor ready"
     );
@@ -578,6 +790,7 @@ pub async fn run(
     notifier.ready(&format!("following {}", config.dpkg.log.display()));
     let mut watchdog = WatchdogTimer::for_notifier(&notifier);
     pipeline.pump();
+    pipeline.reconcile_offline();
 
     let mut poll = tokio::time::interval(config.tail.poll_interval());
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -592,8 +805,12 @@ pub async fn run(
             () = watchdog.tick() => notifier.watchdog(),
             () = wake.notified() => pipeline.pump(),
             _ = poll.tick() => {
+                // Off the path of each event: a sync per event would cost its latency.
+                pipeline.dispatcher.sync();
                 pipeline.pump();
+                pipeline.reconcile_offline();
                 pipeline.finish_runs_if_idle();
+                pipeline.check_integrity();
                 pipeline.check_kernel_drops();
                 if let Some(ssh) = pipeline.ssh.as_mut() {
                     ssh.drain();
@@ -606,6 +823,10 @@ pub async fn run(
                 pipeline.drain_kernel();
             }
             _ = kernel_drain.tick(), if pipeline.kernel.is_some() => pipeline.drain_kernel(),
+            () = verified.notified() => {
+                let found = pipeline.integrity.take_verified();
+                pipeline.emit(found);
+            }
             () = sleep_until(retry) => {
                 pipeline.dispatcher.retry_due();
                 pipeline.pump();

@@ -1,16 +1,19 @@
-//! Reads whole dpkg logs — plain or gzip, a rotated set in any order — into events.
+//! Reads whole package-manager logs — plain or gzip, a rotated set in any order — into events.
 //!
 //! In: file paths, and apt's history logs of the same host. Out: one JSON line per event on a
-//! writer, oldest file first, each file in line order, with default severities. State: one
-//! interpreter across all files, so an install unpacked at the end of one file and configured
-//! at the start of the next is judged once; the history entries, indexed by start time.
+//! writer, oldest file first, each file in line order, with default severities. Each file's
+//! format (dpkg.log, dnf.rpm.log, yum.log, zypper's history, pacman.log, apk.log) is told from
+//! its first lines; the dpkg logs come first, then each other format's files. State: one reader
+//! per format across all its files, so an install unpacked at the end of one file and
+//! configured at the start of the next is judged once; the history entries, indexed by start
+//! time.
 //!
 //! Past changes have no kernel record, so their actor comes from apt's own history: an event
 //! whose dpkg line falls inside one apt run's window and whose package that run lists gets
 //! the run's command and requesting user. Anything else keeps a `null` actor.
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::ops::Range;
@@ -18,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::thread;
 
+use chrono::NaiveDateTime;
 use flate2::read::MultiGzDecoder;
 use serde_json::{json, Value};
 use tracing::{debug, info, warn};
@@ -26,6 +30,7 @@ use crate::event::{escape_control, local_rfc3339, Event};
 use crate::parse::apt_history::{self, AptHistoryEntry, AptHistoryError, AptHistoryIndex};
 use crate::parse::dpkg::{parse_line, LogLine, ParseError};
 use crate::parse::interpret::{InterpretStats, LogInterpreter};
+use crate::parse::manager::LogFormat;
 use crate::parse::PackageChange;
 
 /// Longest line kept; longer ones are counted as malformed.
@@ -116,6 +121,34 @@ fn first_timestamp(path: &Path) -> Option<String> {
         })
 }
 
+/// Returns the time of the first line of a log (plain or gzip) that has one.
+#[must_use]
+pub fn first_line_time(path: &Path) -> Option<NaiveDateTime> {
+    first_timestamp(path)
+        .and_then(|text| NaiveDateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S").ok())
+}
+
+/// Returns the time of the last line of a plain log that has one, reading only its tail; `None`
+/// for a compressed log, which cannot be read from its end.
+fn last_timestamp(path: &Path) -> Option<NaiveDateTime> {
+    use std::io::{Seek, SeekFrom};
+
+    let mut file = File::open(path).ok()?;
+    let mut magic = [0_u8; 2];
+    if file.read(&mut magic).ok()? == 2 && magic == [0x1f, 0x8b] {
+        return None;
+    }
+    let length = file.metadata().ok()?.len();
+    let start = length.saturating_sub(64 * 1024);
+    file.seek(SeekFrom::Start(start)).ok()?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).ok()?;
+    tail.split(|&b| b == b'\n').rev().find_map(|line| {
+        let text = std::str::from_utf8(line.get(..19)?).ok()?;
+        NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").ok()
+    })
+}
+
 /// Orders files oldest first: by their first timestamp, then by rotation number (higher is
 /// older), then as given.
 #[must_use]
@@ -193,10 +226,35 @@ struct ParsedLine {
     parsed: Result<LogLine, ParseError>,
 }
 
-/// Writes the events of `paths` to `out` as JSON lines.
-///
-/// Parsing, which needs no state, runs on its own thread while this one follows dpkg's runs
-/// and writes events, so a long history replays at the speed of the slower half.
+/// Tells the format of a log from its first lines; a file of no known format is read as
+/// dpkg.log, whose reader counts every line it cannot read.
+fn detect_format(path: &Path) -> Result<LogFormat, ReplayError> {
+    let mut reader = open_log(path).map_err(|source| ReplayError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut head = Vec::new();
+    let mut line = Vec::new();
+    for _ in 0..200 {
+        line.clear();
+        match read_bounded_line(reader.as_mut(), &mut line, MAX_LINE_BYTES) {
+            Ok(0) => break,
+            Ok(_) => head.push(line.clone()),
+            Err(source) => {
+                return Err(ReplayError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+    let format = LogFormat::detect(head.iter().map(Vec::as_slice)).unwrap_or(LogFormat::Dpkg);
+    debug!(path = %path.display(), %format, "log format");
+    Ok(format)
+}
+
+/// Writes the events of `paths` to `out` as JSON lines: the dpkg logs first, then the logs
+/// of each other format.
 ///
 /// # Errors
 /// An unreadable file stops the replay with its path; malformed lines never do.
@@ -206,6 +264,126 @@ pub fn replay(
     history: &AptHistoryIndex,
     out: &mut dyn Write,
 ) -> Result<ReplayStats, ReplayError> {
+    let mut groups: BTreeMap<LogFormat, Vec<PathBuf>> = BTreeMap::new();
+    for path in paths {
+        groups
+            .entry(detect_format(path)?)
+            .or_default()
+            .push(path.clone());
+    }
+    let mut stats = ReplayStats::default();
+    for (format, paths) in groups {
+        let group = if format == LogFormat::Dpkg {
+            let mut out = BufWriter::with_capacity(256 * 1024, &mut *out);
+            let stats = for_each_event(&paths, host, history, Unfinished::Judge, |event| {
+                write_event(&event, &mut out)
+            })?;
+            out.flush().map_err(ReplayError::Write)?;
+            stats
+        } else {
+            replay_other(format, &paths, host, out)?
+        };
+        stats.interpret.lines += group.interpret.lines;
+        stats.interpret.malformed += group.interpret.malformed;
+        stats.interpret.changes += group.interpret.changes;
+        stats.attributed += group.attributed;
+    }
+    Ok(stats)
+}
+
+/// Replays logs of a format other than dpkg's, oldest first. Their past has no kernel record
+/// and no apt history, so every actor is `null`.
+fn replay_other(
+    format: LogFormat,
+    paths: &[PathBuf],
+    host: &str,
+    out: &mut dyn Write,
+) -> Result<ReplayStats, ReplayError> {
+    let mut reader = format.reader(None);
+    let manager = format.manager();
+    let mut out = BufWriter::with_capacity(256 * 1024, out);
+    let mut line = Vec::new();
+    for path in chronological(paths) {
+        let read_error = |source| ReplayError::Read {
+            path: path.clone(),
+            source,
+        };
+        let mut input = open_log(&path).map_err(read_error)?;
+        reader.begin_file(&path);
+        let mut line_no = 0_u64;
+        loop {
+            line.clear();
+            if read_bounded_line(input.as_mut(), &mut line, MAX_LINE_BYTES).map_err(read_error)?
+                == 0
+            {
+                break;
+            }
+            line_no += 1;
+            for change in reader.line(&line, &path, line_no) {
+                write_event(
+                    &Event::from_change(&change, host, manager.as_str()),
+                    &mut out,
+                )?;
+            }
+        }
+    }
+    for change in reader.finish() {
+        write_event(
+            &Event::from_change(&change, host, manager.as_str()),
+            &mut out,
+        )?;
+    }
+    out.flush().map_err(ReplayError::Write)?;
+    Ok(ReplayStats {
+        interpret: reader.stats(),
+        attributed: 0,
+    })
+}
+
+/// What to do at the end of the input with installs that have not reached the installed
+/// state yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unfinished {
+    /// Report them as failed: the logs are a finished history.
+    Judge,
+    /// Leave them: dpkg may still be running and write how they end.
+    Wait,
+}
+
+/// Calls `each` with the event of every change in `paths`, oldest file first, each file in
+/// line order, attributed from `history`.
+///
+/// Parsing, which needs no state, runs on its own thread while this one follows dpkg's runs
+/// and builds events, so a long history is read at the speed of the slower half.
+///
+/// # Errors
+/// An unreadable file stops the replay with its path; malformed lines never do. An error
+/// `each` returns stops it too.
+pub fn for_each_event(
+    paths: &[PathBuf],
+    host: &str,
+    history: &AptHistoryIndex,
+    unfinished: Unfinished,
+    each: impl FnMut(Event) -> Result<(), ReplayError>,
+) -> Result<ReplayStats, ReplayError> {
+    for_each_event_of(paths, host, history, unfinished, &|_| true, each)
+}
+
+/// As [`for_each_event`], reading only the lines `keep` accepts, which it sees raw before
+/// they are parsed. A caller that wants the events of some packages only keeps the lines that
+/// name them and the `startup` lines, which judge unfinished installs: the events of those
+/// packages are then the same, at a fraction of the cost.
+///
+/// # Errors
+/// As [`for_each_event`].
+pub fn for_each_event_of(
+    paths: &[PathBuf],
+    host: &str,
+    history: &AptHistoryIndex,
+    unfinished: Unfinished,
+    keep: &(dyn Fn(&[u8]) -> bool + Sync),
+    mut each: impl FnMut(Event) -> Result<(), ReplayError>,
+) -> Result<ReplayStats, ReplayError> {
     let ordered = chronological(paths);
     let mut actors = HistoryActors::new(history);
     let (sender, batches) = mpsc::sync_channel::<Result<Batch, ReplayError>>(BATCHES_IN_FLIGHT);
@@ -214,10 +392,9 @@ pub fn replay(
         // The channel has room for every spare, so this never blocks or fails.
         let _ = recycle.try_send(Batch::empty());
     }
-    let mut out = BufWriter::with_capacity(256 * 1024, out);
 
     thread::scope(|scope| {
-        scope.spawn(move || read_and_parse(&ordered, &sender, &spares));
+        scope.spawn(move || read_and_parse(&ordered, keep, &sender, &spares));
 
         let mut interpreter = LogInterpreter::default();
         for batch in batches {
@@ -225,22 +402,117 @@ pub fn replay(
             for line in batch.lines.drain(..) {
                 let raw = batch.text.line(line.range);
                 for change in interpreter.parsed(line.parsed, &raw, &batch.path, line.line_no) {
-                    write_event(&actors.event(&change, host), &mut out)?;
+                    each(actors.event(&change, host))?;
                 }
             }
             // The parsing thread may have stopped already; the batch is then simply dropped.
             let _ = recycle.send(batch);
         }
 
-        for change in interpreter.finish() {
-            write_event(&actors.event(&change, host), &mut out)?;
+        if unfinished == Unfinished::Judge {
+            for change in interpreter.finish() {
+                each(actors.event(&change, host))?;
+            }
         }
-        out.flush().map_err(ReplayError::Write)?;
         Ok(ReplayStats {
             interpret: interpreter.stats(),
             attributed: actors.attributed,
         })
     })
+}
+
+/// Returns `log` and its rotations beside it (`dpkg.log.1`, `dpkg.log.2.gz`, …), the ones
+/// that exist, in no particular order.
+#[must_use]
+pub fn rotations_of(log: &Path) -> Vec<PathBuf> {
+    let Some(name) = log.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Vec::new();
+    };
+    let dir = match log.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let entry_name = entry.file_name().to_string_lossy().into_owned();
+            let Some(rest) = entry_name.strip_prefix(name.as_str()) else {
+                return false;
+            };
+            let rest = rest.strip_suffix(".gz").unwrap_or(rest);
+            rest.is_empty()
+                || rest
+                    .strip_prefix('.')
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(|entry| entry.path())
+        .filter(|path| path.is_file())
+        .collect();
+    found.sort();
+    found
+}
+
+/// One file of a rotated set and the times its lines span.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSpan {
+    pub path: PathBuf,
+    /// The time of its first line, when one is readable.
+    pub first: Option<NaiveDateTime>,
+    /// The time of its last line: read from the tail of a plain file; for a compressed one,
+    /// the first line of the next newer file, which bounds it.
+    pub last: Option<NaiveDateTime>,
+}
+
+/// Returns the files of a rotated set oldest first, with the times they span.
+#[must_use]
+pub fn spans(paths: &[PathBuf]) -> Vec<LogSpan> {
+    let ordered = chronological(paths);
+    let starts: Vec<Option<NaiveDateTime>> = ordered.iter().map(|p| first_line_time(p)).collect();
+    ordered
+        .iter()
+        .enumerate()
+        .map(|(index, path)| LogSpan {
+            path: path.clone(),
+            first: starts[index],
+            last: last_timestamp(path)
+                .or_else(|| starts[index + 1..].iter().flatten().next().copied()),
+        })
+        .collect()
+}
+
+/// Returns the files of a rotated set that may hold lines between `from` and `to` (local
+/// wall-clock times, inclusive), oldest first.
+///
+/// A file's lines run from its first timestamp to its last ([`LogSpan`]); the newest runs on
+/// to now. A file whose first timestamp cannot be read is kept.
+#[must_use]
+pub fn overlapping(
+    paths: &[PathBuf],
+    from: Option<NaiveDateTime>,
+    to: Option<NaiveDateTime>,
+) -> Vec<PathBuf> {
+    let spans = spans(paths);
+    let newest = spans.len().saturating_sub(1);
+    spans
+        .into_iter()
+        .enumerate()
+        .filter(|(index, span)| {
+            let end = if *index == newest { None } else { span.last };
+            let starts_in_time = match (span.first, to) {
+                (Some(start), Some(to)) => start <= to,
+                _ => true,
+            };
+            let ends_in_time = match (end, from) {
+                (Some(end), Some(from)) => end >= from,
+                _ => true,
+            };
+            starts_in_time && ends_in_time
+        })
+        .map(|(_, span)| span.path)
+        .collect()
 }
 
 /// The history index with each entry's actor object built once.
@@ -385,6 +657,7 @@ fn write_event(event: &Event, out: &mut impl Write) -> Result<(), ReplayError> {
 /// stops when the receiver is gone.
 fn read_and_parse(
     paths: &[PathBuf],
+    keep: &(dyn Fn(&[u8]) -> bool + Sync),
     sender: &mpsc::SyncSender<Result<Batch, ReplayError>>,
     spares: &mpsc::Receiver<Batch>,
 ) {
@@ -434,6 +707,10 @@ fn read_and_parse(
                 }
             }
             line_no += 1;
+            if !keep(&text[start..]) {
+                text.truncate(start);
+                continue;
+            }
 
             // An over-long line arrives cut one byte past the limit, which parse_line refuses.
             let range = start..text.len();

@@ -24,6 +24,8 @@ pub struct PackageSpec {
     pub preinst: Option<String>,
     /// A conffile under `/etc/<name>.conf`, so removal leaves config files behind.
     pub with_conffile: bool,
+    /// More data files: a path relative to the root and its content.
+    pub files: Vec<(String, String)>,
 }
 
 impl PackageSpec {
@@ -37,7 +39,15 @@ impl PackageSpec {
             postinst: None,
             preinst: None,
             with_conffile: false,
+            files: Vec::new(),
         }
+    }
+
+    /// Adds a data file at `path` (relative to the root) with `content`.
+    #[must_use]
+    pub fn file(mut self, path: &str, content: &str) -> Self {
+        self.files.push((path.to_owned(), content.to_owned()));
+        self
     }
 
     /// Adds a postinst script.
@@ -127,6 +137,13 @@ impl Sandbox {
         let data = tree.join(format!("usr/share/{}", spec.name));
         fs::create_dir_all(&data)?;
         fs::write(data.join("version"), format!("{}\n", spec.version))?;
+        for (path, content) in &spec.files {
+            let path = tree.join(path);
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            fs::write(path, content)?;
+        }
         if spec.with_conffile {
             fs::create_dir_all(tree.join("etc"))?;
             fs::write(
@@ -169,9 +186,15 @@ impl Sandbox {
 
     /// Runs dpkg on the sandbox with `args` and returns its output, whatever its exit status.
     pub fn dpkg(&self, args: &[&str]) -> anyhow::Result<Output> {
+        self.dpkg_logging_to(&self.log(), args)
+    }
+
+    /// Runs dpkg on the sandbox writing its log to `log` instead of the sandbox's, as
+    /// `dpkg --log` lets anyone do.
+    pub fn dpkg_logging_to(&self, log: &Path, args: &[&str]) -> anyhow::Result<Output> {
         Command::new("dpkg")
             .arg(format!("--root={}", self.root().display()))
-            .arg(format!("--log={}", self.log().display()))
+            .arg(format!("--log={}", log.display()))
             .arg("--force-script-chrootless")
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")

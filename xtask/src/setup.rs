@@ -23,6 +23,15 @@ pub const TEST_PACKAGES: &[&str] = &[
     // gcc compiles that test's offsetof program; setpriv (util-linux) changes users in tests.
     "gcc",
     "util-linux",
+    // The other package managers run against sandbox roots; rpm brings rpmbuild, which builds
+    // their packages, and the version order is checked against rpm's own.
+    "rpm",
+    "dnf",
+    "zypper",
+    "pacman-package-manager",
+    // vercmp, pacman's version order, and zstd, which packs pacman packages.
+    "makepkg",
+    "zstd",
     // The SSH tests start their own sshd on loopback, log in with ssh, change packages
     // through sudo, and have rsyslog write an auth.log.
     "openssh-server",
@@ -39,6 +48,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     // unit there; the fleet test ships journal entries to a journal collector.
     "systemd-container",
     "systemd-journal-remote",
+    // The integrity tests rotate the sandbox's log with the real logrotate in every mode.
+    "logrotate",
 ];
 
 /// Where Debian's maintainer scripts ask whether they may start a service.

@@ -332,7 +332,11 @@ pub fn parse_line(line: &[u8]) -> Result<LogLine, ParseError> {
     Ok(LogLine { timestamp, kind })
 }
 
-fn parse_timestamp(line: &[u8]) -> Result<NaiveDateTime, ParseError> {
+/// Reads the `YYYY-MM-DD HH:MM:SS` stamp a dpkg.log line begins with.
+///
+/// # Errors
+/// [`ParseError::BadTimestamp`] for a line that does not begin with one.
+pub fn parse_timestamp(line: &[u8]) -> Result<NaiveDateTime, ParseError> {
     let Some(stamp) = line.get(..TIMESTAMP_LEN) else {
         return Err(ParseError::BadTimestamp);
     };

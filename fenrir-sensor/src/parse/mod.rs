@@ -1,13 +1,21 @@
-//! The parse stage: raw dpkg.log lines in, package changes out.
+//! The parse stage: raw log lines in, package changes out.
 //!
 //! [`dpkg`] reads one line into a typed [`dpkg::LogLine`]; [`version`] orders Debian versions
 //! exactly as dpkg does; [`transaction`] follows each package through dpkg's runs and decides
 //! what every action line means (install, upgrade, downgrade, reinstall, …) and which installs
-//! never finished.
+//! never finished; [`apt_history`] reads apt's own record of its runs and [`status`] dpkg's
+//! database of installed packages. [`rpm`], [`pacman`] and [`apk`] do the same for the other
+//! package managers' logs, each with its own version order; [`manager`] is what all formats
+//! share.
 
+pub mod apk;
 pub mod apt_history;
 pub mod dpkg;
 pub mod interpret;
+pub mod manager;
+pub mod pacman;
+pub mod rpm;
+pub mod status;
 pub mod transaction;
 pub mod version;
 

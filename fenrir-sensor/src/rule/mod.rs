@@ -21,7 +21,8 @@
 //!
 //! Raising takes the higher of the current and the rule's severity, lowering the lower.
 //! Steps 6–8 spare an event a watchlist rule fired on, unless
-//! `watchlist_overrides_lowering = false`. `package_scripts` events only get step 1.
+//! `watchlist_overrides_lowering = false`. `package_scripts` events and the integrity
+//! categories only get step 1.
 
 pub mod net;
 pub mod window;
@@ -484,7 +485,8 @@ impl RuleEngine {
                 severity,
             );
         }
-        if category == Category::PackageScripts {
+        // Evidence of tampering is never lowered by windows, whitelists or roles.
+        if category == Category::PackageScripts || category.is_integrity() {
             return steps.finish(Verdict::Emit);
         }
 

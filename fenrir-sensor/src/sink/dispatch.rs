@@ -203,6 +203,20 @@ impl Dispatcher {
             .any(|q| !q.accepted.get())
     }
 
+    /// Makes what every healthy sink took durable; a sink that cannot is reported and retried
+    /// like a failed delivery at its next event.
+    pub fn sync(&mut self) {
+        for slot in &mut self.slots {
+            if slot.retry_at.is_some() {
+                continue;
+            }
+            if let Err(err) = slot.sink.sync() {
+                error!(sink = slot.sink.name(), error = %error_chain(&err), "failed to make delivered events durable");
+                slot.stats.failures += 1;
+            }
+        }
+    }
+
     /// Returns the earliest moment a failing sink should be retried.
     #[must_use]
     pub fn next_retry(&self) -> Option<Instant> {

@@ -120,16 +120,25 @@ fn event_type(category: Category) -> &'static str {
         Category::PackageInstall | Category::PackageReinstall | Category::PackageInstallFailed => {
             "installation"
         }
-        Category::PackageUpgrade | Category::PackageDowngrade => "change",
+        // The integrity categories: what is on disk differs from what was installed or logged.
+        Category::PackageUpgrade
+        | Category::PackageDowngrade
+        | Category::PackageIntegrityMismatch
+        | Category::PackageConffileChanged
+        | Category::PackageChangeUnlogged => "change",
         Category::PackageRemove | Category::PackagePurge | Category::PackageDisappear => "deletion",
-        Category::PackageScripts => "info",
+        Category::PackageScripts | Category::LogTamper => "info",
     }
 }
 
 fn outcome(category: Category) -> Option<&'static str> {
     match category {
         Category::PackageInstallFailed => Some("failure"),
-        Category::PackageScripts => None,
+        Category::PackageScripts
+        | Category::PackageIntegrityMismatch
+        | Category::PackageConffileChanged
+        | Category::LogTamper
+        | Category::PackageChangeUnlogged => None,
         _ => Some("success"),
     }
 }
@@ -321,6 +330,12 @@ fn fenrir_fields(event: &Event) -> Value {
     }
     if let Some(scripts) = &event.scripts {
         fields.insert("scripts".into(), scripts.clone());
+    }
+    if let Some(evidence) = &event.evidence {
+        fields.insert("evidence".into(), evidence.clone());
+    }
+    if let Some(observed) = &event.observed {
+        fields.insert("observed".into(), json!(observed));
     }
     Value::Object(fields)
 }

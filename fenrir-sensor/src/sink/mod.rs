@@ -12,6 +12,7 @@ pub mod format;
 pub mod hook;
 pub mod journald;
 pub mod json;
+pub mod store;
 
 use std::io;
 
@@ -27,6 +28,15 @@ pub trait Sink {
     /// # Errors
     /// Returns a [`SinkError`] when the event was not delivered; the caller retries it later.
     fn send(&mut self, event: &Event) -> Result<(), SinkError>;
+
+    /// Makes every event delivered so far durable, for a medium where that is a step of its
+    /// own; called about once a second.
+    ///
+    /// # Errors
+    /// Returns a [`SinkError`] when the medium could not confirm it.
+    fn sync(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
 
 /// Why a sink did not deliver an event.

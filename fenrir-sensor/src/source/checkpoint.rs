@@ -95,6 +95,10 @@ pub struct Checkpoint {
     /// finish), opaque to the source stage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transactions: Option<serde_json::Value>,
+    /// What the log witness knows of the consumed content (a hash of the prefix), opaque to
+    /// the source stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness: Option<serde_json::Value>,
 }
 
 impl Checkpoint {
@@ -113,6 +117,7 @@ impl Checkpoint {
             fingerprint,
             offset,
             transactions: None,
+            witness: None,
         }
     }
 }
@@ -211,28 +216,35 @@ impl CheckpointStore {
             path: self.path.clone(),
             source,
         };
-        let dir = self.path.parent().unwrap_or_else(|| Path::new("."));
-        fs::create_dir_all(dir).map_err(wrap)?;
-
-        let temporary = self.path.with_extension("json.tmp");
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temporary)
-            .map_err(wrap)?;
         let mut bytes =
             serde_json::to_vec(checkpoint).map_err(|err| wrap(io::Error::other(err)))?;
         bytes.push(b'\n');
-        file.write_all(&bytes).map_err(wrap)?;
-        file.sync_all().map_err(wrap)?;
-        drop(file);
-
-        fs::rename(&temporary, &self.path).map_err(wrap)?;
-
-        // The rename is only durable once the directory entry itself reaches the disk.
-        File::open(dir).and_then(|d| d.sync_all()).map_err(wrap)
+        write_atomically(&self.path, &bytes).map_err(wrap)
     }
+}
+
+/// Replaces `path` with `bytes` atomically and durably: write a temporary file beside it,
+/// fsync, rename over, fsync the directory. A crash leaves the old file or the new one.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    fs::create_dir_all(dir)?;
+
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+
+    fs::rename(&temporary, path)?;
+
+    // The rename is only durable once the directory entry itself reaches the disk.
+    File::open(dir).and_then(|d| d.sync_all())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! Whether a package manager is working on a dpkg database right now.
+//! Whether a package manager is working on a dpkg (or rpm) database right now.
 //!
-//! In: a dpkg admin directory. Out: the pid holding its lock, if any. No state.
+//! In: a dpkg admin directory, or an rpm database's lock file. Out: the pid holding its
+//! lock, if any. No state.
 //!
 //! dpkg takes an fcntl write lock on `<admindir>/lock` for its whole run, and apt-style front
 //! ends hold `<admindir>/lock-frontend` across the several dpkg runs of one transaction. When
@@ -57,6 +58,25 @@ pub fn dpkg_lock_holder(admin_dir: &Path) -> io::Result<LockState> {
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(LockState::Free),
         Err(err) => Err(err),
     }
+}
+
+/// Reports who holds an fcntl lock on any of `files`, the first holder found; files that do
+/// not exist are skipped. rpm locks `<dbpath>/.rpm.lock` this way for a whole transaction.
+///
+/// # Errors
+/// As [`dpkg_lock_state`].
+pub fn lock_holder(files: &[std::path::PathBuf]) -> io::Result<LockState> {
+    for path in files {
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err),
+        };
+        if let state @ LockState::Held { .. } = query_write_lock(&file)? {
+            return Ok(state);
+        }
+    }
+    Ok(LockState::Free)
 }
 
 /// Asks the kernel whether a write lock on the whole file would conflict with another holder.

@@ -781,6 +781,32 @@ impl Tailer {
     pub fn is_draining_rotated(&self) -> bool {
         !self.retired.is_empty()
     }
+
+    /// Returns the files being followed — the one at the path, then a rotated-away one still
+    /// drained — with the position after their last complete line, for readers that check
+    /// what was read (positional reads on the handle do not move the tailer's offset).
+    #[must_use]
+    pub fn followed(&self) -> Vec<FollowedFile<'_>> {
+        self.current
+            .iter()
+            .map(|f| (f, true))
+            .chain(self.retired.iter().map(|f| (f, false)))
+            .map(|(f, at_path)| FollowedFile {
+                file: &f.file,
+                position: f.position(f.line_offset()),
+                is_at_path: at_path,
+            })
+            .collect()
+    }
+}
+
+/// A file the tailer follows, as [`Tailer::followed`] lends it.
+#[derive(Debug)]
+pub struct FollowedFile<'a> {
+    pub file: &'a File,
+    pub position: Position,
+    /// Whether it is the file at the followed path (not a rotated-away one).
+    pub is_at_path: bool,
 }
 
 /// Finds the copy `copytruncate` left of a truncated log, positioned at `offset`: a sibling

@@ -5,6 +5,12 @@
 //! - replay throughput over a history of more than a million real dpkg lines;
 //! - resident memory of a running sensor after bursts of lines, without and with the kernel
 //!   exec tracer;
+//! - the cost of checking an installed package's files (`fenrir-sensor verify`: MD5 and
+//!   SHA-256 of every file in one pass) per megabyte, beside `md5sum` and `sha256sum` reading
+//!   the same files;
+//! - `fenrir-sensor query` over an event store of a million events and a year of rotated dpkg
+//!   logs (twelve monthly files, ten of them gzipped): the last day, with and without the store
+//!   covering the logs, one user's last week, and one package over the whole year;
 //! - the kernel tracer's cost: in-kernel nanoseconds per run of its programs (from the
 //!   sensor's own `/proc/<pid>/fdinfo`, with `kernel.bpf_stats_enabled`) and the wall time of
 //!   many fork+execs with nothing attached, with a running sensor, and with an auditd execve
@@ -37,6 +43,9 @@ const HISTORY_LINES: usize = 1_200_000;
 const EXECS_PER_ROUND: usize = 5_000;
 /// Rounds of the exec figures on each side (with and without a sensor).
 const EXEC_ROUNDS: usize = 4;
+/// Files and megabytes each of the package hashed for the verify figure.
+const VERIFY_FILES: usize = 32;
+const VERIFY_FILE_MB: usize = 4;
 /// The switch that makes the kernel count run time and runs of every BPF program.
 const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 /// How long a starting sensor may take to report `sensor ready`.
@@ -50,12 +59,14 @@ fn main() -> anyhow::Result<()> {
     let latency = append_latency(&binary, work.path())?;
     let polling = polling_latency(work.path())?;
     let replay = replay_throughput(&binary, work.path())?;
+    let query = query_figures(&binary, work.path())?;
     let rss = steady_rss(&binary, work.path(), Tracer::Off)?;
+    let verify = verify_cost(&binary, work.path())?;
     let kernel = kernel_figures(&binary, work.path())?;
 
     println!();
     println!(
-        "{:<42} {:>26}   {:>26}  baseline",
+        "{:<44} {:>26}   {:>26}  baseline",
         "figure", "fenrir min / median / max", "baseline min / median / max"
     );
     let poller = "2 s polling reader, per append";
@@ -70,12 +81,34 @@ fn main() -> anyhow::Result<()> {
         Some((&polling, poller)),
     );
     row("replay throughput (MB/s)", &replay, None);
-    // TODO: a query throughput figure belongs here once the event store answers queries.
-    println!(
-        "{:<42} {:>26}",
-        "query throughput", "not measured: no query command"
+    row("query --since 24h (ms)", &query.day, None);
+    row(
+        "query --since 24h, logs not covered (ms)",
+        &query.day_uncovered,
+        None,
+    );
+    row("query --since 7d --user (ms)", &query.user_week, None);
+    row(
+        "query --package, whole year (ms)",
+        &query.package_year,
+        None,
+    );
+    row(
+        "query --package, year, logs not covered (ms)",
+        &query.package_year_uncovered,
+        None,
+    );
+    row(
+        "query throughput, whole store (k events/s)",
+        &query.store_throughput(),
+        None,
     );
     row("run RSS, log only, after 3×10k lines (kB)", &rss, None);
+    row(
+        "verify cost per MB (ms)",
+        &verify.fenrir,
+        Some((&verify.coreutils, "md5sum + sha256sum")),
+    );
     match &kernel {
         Kernel::Measured(figures) => figures.print_rows(),
         Kernel::Skipped(reason) => println!("skipping: {reason}"),
@@ -84,10 +117,15 @@ fn main() -> anyhow::Result<()> {
     let p50 = median(&latency.p50);
     println!();
     println!("targets: p50 ≤ 300 µs, p99 ≤ 2000 µs, replay ≥ 200 MB/s, RSS ≤ 16384 kB");
+    println!("         query ≤ 500 ms over 1 M stored events and a year of logs");
     println!("         exec program ≤ 1500 ns/run, fork+exec slowdown ≤ 1 %");
     println!(
         "polling reader median / fenrir p50 median: {:.0}× slower",
         median(&polling) / p50.max(1.0)
+    );
+    println!(
+        "verify / (md5sum + sha256sum) per MB, medians: {:.2}×",
+        median(&verify.fenrir) / median(&verify.coreutils).max(1e-9)
     );
     if let Kernel::Measured(figures) = &kernel {
         figures.print_summary();
@@ -117,11 +155,11 @@ fn sensor_binary() -> anyhow::Result<PathBuf> {
 fn row(name: &str, samples: &[f64], baseline: Option<(&[f64], &str)>) {
     match baseline {
         Some((base, what)) => println!(
-            "{name:<42} {:>26}   {:>26}  {what}",
+            "{name:<44} {:>26}   {:>26}  {what}",
             spread(samples),
             spread(base)
         ),
-        None => println!("{name:<42} {:>26}", spread(samples)),
+        None => println!("{name:<44} {:>26}", spread(samples)),
     }
 }
 
@@ -189,6 +227,11 @@ impl RunningSensor {
                 .map(|n| n.to_string_lossy())
                 .unwrap_or_default()
         ));
+        // An empty dpkg database: the sensor compares it with its snapshot at every start.
+        let status = dir.join("status");
+        if !status.exists() {
+            File::create(&status)?;
+        }
         let mut command = Command::new(binary);
         command.args([
             "run",
@@ -356,8 +399,8 @@ fn polling_latency(dir: &Path) -> anyhow::Result<Vec<f64>> {
         .map_err(|_| anyhow::anyhow!("polling reader panicked"))?
 }
 
-/// Builds a history of real dpkg lines from the corpus, repeated to the wanted size.
-fn build_history(dir: &Path) -> anyhow::Result<PathBuf> {
+/// Returns every line of the dpkg corpus.
+fn corpus_lines() -> anyhow::Result<Vec<Vec<u8>>> {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/dpkg");
     let mut lines = Vec::new();
     for entry in
@@ -377,6 +420,12 @@ fn build_history(dir: &Path) -> anyhow::Result<PathBuf> {
     if lines.is_empty() {
         bail!("no corpus lines in {}", corpus.display());
     }
+    Ok(lines)
+}
+
+/// Builds a history of real dpkg lines from the corpus, repeated to the wanted size.
+fn build_history(dir: &Path) -> anyhow::Result<PathBuf> {
+    let lines = corpus_lines()?;
     let history = dir.join("history.log");
     let mut out = std::io::BufWriter::new(File::create(&history)?);
     for line in lines.iter().cycle().take(HISTORY_LINES) {
@@ -385,6 +434,101 @@ fn build_history(dir: &Path) -> anyhow::Result<PathBuf> {
     }
     out.flush()?;
     Ok(history)
+}
+
+struct VerifyCost {
+    /// Milliseconds per megabyte of `fenrir-sensor verify`, per round.
+    fenrir: Vec<f64>,
+    /// Milliseconds per megabyte of `md5sum` then `sha256sum` over the same files.
+    coreutils: Vec<f64>,
+}
+
+/// Lays out an installed package of `VERIFY_FILES` files under a root with its md5sums and
+/// status record, as dpkg leaves them; returns the root, the admin directory and the files.
+fn build_installed_package(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, Vec<PathBuf>)> {
+    let root = dir.join("verify-root");
+    let admin = root.join("var/lib/dpkg");
+    fs::create_dir_all(admin.join("info"))?;
+    let data = root.join("usr/lib/fenrir-bench");
+    fs::create_dir_all(&data)?;
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut files = Vec::new();
+    for index in 0..VERIFY_FILES {
+        let path = data.join(format!("blob-{index}"));
+        let mut out = std::io::BufWriter::new(File::create(&path)?);
+        for _ in 0..VERIFY_FILE_MB * (1 << 20) / 8 {
+            // xorshift: incompressible bytes without a dependency.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            out.write_all(&state.to_le_bytes())?;
+        }
+        out.flush()?;
+        files.push(path);
+    }
+    let sums = Command::new("md5sum")
+        .args(&files)
+        .current_dir(&root)
+        .output()?;
+    if !sums.status.success() {
+        bail!("md5sum failed");
+    }
+    let listing = String::from_utf8(sums.stdout)?.replace(&format!("  {}/", root.display()), "  ");
+    fs::write(admin.join("info/fenrir-bench.md5sums"), listing)?;
+    fs::write(
+        admin.join("status"),
+        "Package: fenrir-bench\nStatus: install ok installed\nArchitecture: all\n\
+         Version: 1.0\nDescription: benchmark package\n",
+    )?;
+    Ok((root, admin, files))
+}
+
+fn verify_cost(binary: &Path, dir: &Path) -> anyhow::Result<VerifyCost> {
+    let (root, admin, files) = build_installed_package(dir)?;
+    let megabytes = f64::from(u32::try_from(VERIFY_FILES * VERIFY_FILE_MB)?);
+    let state = dir.join("verify-state");
+    let mut cost = VerifyCost {
+        fenrir: Vec::new(),
+        coreutils: Vec::new(),
+    };
+    // The first round of each warms the page cache; what is measured is the hashing.
+    for round in 0..6 {
+        let start = Instant::now();
+        let output = Command::new(binary)
+            .arg("verify")
+            .arg("--dpkg-admindir")
+            .arg(&admin)
+            .arg("--dpkg-root")
+            .arg(&root)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("fenrir-bench")
+            .output()?;
+        let fenrir = start.elapsed().as_secs_f64() * 1000.0 / megabytes;
+        if output.status.code() != Some(0) {
+            bail!(
+                "verify failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let start = Instant::now();
+        for tool in ["md5sum", "sha256sum"] {
+            let status = Command::new(tool)
+                .args(&files)
+                .stdout(Stdio::null())
+                .status()?;
+            if !status.success() {
+                bail!("{tool} failed with {status}");
+            }
+        }
+        let coreutils = start.elapsed().as_secs_f64() * 1000.0 / megabytes;
+        if round > 0 {
+            cost.fenrir.push(fenrir);
+            cost.coreutils.push(coreutils);
+        }
+    }
+    Ok(cost)
 }
 
 fn replay_throughput(binary: &Path, dir: &Path) -> anyhow::Result<Vec<f64>> {
@@ -410,6 +554,241 @@ fn replay_throughput(binary: &Path, dir: &Path) -> anyhow::Result<Vec<f64>> {
         samples.push(bytes / 1e6 / seconds);
     }
     Ok(samples)
+}
+
+/// Events in the store of the query figures.
+const STORED_EVENTS: usize = 1_000_000;
+/// Lines of dpkg log per month of the query figures' year.
+const LOG_LINES_PER_MONTH: usize = 100_000;
+/// Runs of each query figure.
+const QUERY_RUNS: usize = 5;
+/// The moment the query figures' year ends, and the package and user they ask about.
+const QUERY_NOW: &str = "2026-06-30T12:00:00+00:00";
+const QUERY_PACKAGE: &str = "openssh-server";
+const QUERY_USER: &str = "alice";
+
+struct QueryFigures {
+    day: Vec<f64>,
+    day_uncovered: Vec<f64>,
+    package_year_uncovered: Vec<f64>,
+    user_week: Vec<f64>,
+    package_year: Vec<f64>,
+}
+
+impl QueryFigures {
+    /// Thousands of stored events a second that a query over the whole year reads, when the
+    /// store covers the logs.
+    fn store_throughput(&self) -> Vec<f64> {
+        #[expect(clippy::cast_precision_loss, reason = "figures for display")]
+        let events = STORED_EVENTS as f64;
+        self.package_year
+            .iter()
+            .map(|ms| events / ms.max(f64::MIN_POSITIVE))
+            .collect()
+    }
+}
+
+/// Writes twelve months of dpkg log from the corpus lines, oldest first, lines spread evenly
+/// over each; returns the directory and the bytes on disk.
+fn write_year_of_logs(
+    dir: &Path,
+    start: chrono::NaiveDateTime,
+    lines: &[Vec<u8>],
+) -> anyhow::Result<(PathBuf, u64)> {
+    use chrono::Duration as Span;
+
+    let logs = dir.join("query-logs");
+    fs::create_dir_all(&logs)?;
+
+    // Twelve months, oldest first, lines spread evenly over each; all but the two newest
+    // gzipped, as logrotate leaves dpkg's logs.
+    let month = Span::days(365) / 12;
+    let mut cycle = lines.iter().cycle();
+    for index in (0..12).rev() {
+        let name = match index {
+            0 => "dpkg.log".to_owned(),
+            n => format!("dpkg.log.{n}"),
+        };
+        let path = logs.join(&name);
+        let first = start + month * (11 - index);
+        let mut out = std::io::BufWriter::new(File::create(&path)?);
+        for n in 0..LOG_LINES_PER_MONTH {
+            let at = first + month * i32::try_from(n)? / i32::try_from(LOG_LINES_PER_MONTH)?;
+            let line = cycle.next().context("corpus lines cycle")?;
+            out.write_all(at.format("%Y-%m-%d %H:%M:%S").to_string().as_bytes())?;
+            out.write_all(line.get(19..).unwrap_or_default())?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        drop(out);
+        if index >= 2 {
+            let status = Command::new("gzip").arg("-f").arg(&path).status()?;
+            if !status.success() {
+                bail!("gzip {} failed", path.display());
+            }
+        }
+    }
+    let log_bytes: u64 = fs::read_dir(&logs)?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+
+    Ok((logs, log_bytes))
+}
+
+/// Fills an event store with the corpus's events spread over the year a million times over;
+/// returns the state directory and the store's directory.
+fn fill_store(
+    dir: &Path,
+    start: chrono::NaiveDateTime,
+    lines: &[Vec<u8>],
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    use chrono::Duration as Span;
+
+    // The events of the corpus, spread over the same year a million times over, a third with
+    // the actor the kernel tracer gives.
+    let corpus_log = dir.join("query-corpus.log");
+    let mut text = Vec::new();
+    for line in lines {
+        text.extend_from_slice(line);
+        text.push(b'\n');
+    }
+    fs::write(&corpus_log, text)?;
+    let mut samples = Vec::new();
+    fenrir_sensor::replay::for_each_event(
+        &[corpus_log],
+        "bench",
+        &fenrir_sensor::parse::apt_history::AptHistoryIndex::default(),
+        fenrir_sensor::replay::Unfinished::Judge,
+        |event| {
+            samples.push(event);
+            Ok(())
+        },
+    )?;
+    if samples.is_empty() {
+        bail!("the corpus gave no events");
+    }
+    let state = dir.join("query-state");
+    let store_dir = state.join("events");
+    let mut store = fenrir_sensor::sink::store::StoreSink::new(
+        store_dir.clone(),
+        fenrir_sensor::sink::store::StoreOptions {
+            segment_bytes: 8 * 1024 * 1024,
+            max_bytes: 8 * 1024 * 1024 * 1024,
+        },
+    );
+    let users = [QUERY_USER, "bob", "carol"];
+    let step = Span::days(365) / i32::try_from(STORED_EVENTS)?;
+    for n in 0..STORED_EVENTS {
+        let mut event = samples[n % samples.len()].clone();
+        let at = start + step * i32::try_from(n)?;
+        let stamp = at.format("%Y-%m-%d %H:%M:%S").to_string();
+        event.parsed_data.timestamp = at.and_utc().fixed_offset().to_rfc3339();
+        if event.raw_line.len() >= 19 {
+            event.raw_line.replace_range(..19, &stamp);
+        }
+        if n % 3 == 0 {
+            let user = users[(n / 3) % users.len()];
+            event.actor = Some(serde_json::json!({
+                "pid": 20_000 + n % 10_000, "uid": 0, "user": "root", "euid": 0,
+                "loginuid": 1000, "login_user": user, "sessionid": 8, "tty": "pts0",
+                "command": format!("apt-get install -y {}", event.parsed_data.package),
+                "dpkg_command": "/usr/bin/dpkg --status-fd 37 --no-triggers --unpack --auto-deconfigure",
+                "ancestry": [
+                    {"pid": 29941, "comm": "apt-get", "uid": 0, "user": "root"},
+                    {"pid": 29930, "comm": "sudo", "uid": 0, "user": "root"},
+                    {"pid": 29912, "comm": "bash", "uid": 1000, "user": user},
+                ],
+                "session_leader": {"pid": 29912, "comm": "bash", "uid": 1000, "user": user},
+                "ssh": {"sshd_pid": 29901},
+            }));
+        }
+        fenrir_sensor::sink::Sink::send(&mut store, &event)?;
+    }
+    fenrir_sensor::sink::Sink::sync(&mut store)?;
+    drop(store);
+    Ok((state, store_dir))
+}
+
+/// Builds a year of logs and a store of a million events, then times queries over them.
+fn query_figures(binary: &Path, dir: &Path) -> anyhow::Result<QueryFigures> {
+    use chrono::{DateTime, Duration as Span};
+
+    let end = DateTime::parse_from_rfc3339(QUERY_NOW)?.naive_utc();
+    let start = end - Span::days(365);
+    let lines = corpus_lines()?;
+    let (logs, log_bytes) = write_year_of_logs(dir, start, &lines)?;
+    let (state, store_dir) = fill_store(dir, start, &lines)?;
+    let store_bytes: u64 = fs::read_dir(&store_dir)?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    #[expect(clippy::cast_precision_loss, reason = "sizes for display")]
+    {
+        println!(
+            "query data: {STORED_EVENTS} stored events, {:.0} MB; 12 monthly logs of \
+             {LOG_LINES_PER_MONTH} real lines, {:.0} MB on disk",
+            store_bytes as f64 / 1e6,
+            log_bytes as f64 / 1e6
+        );
+    }
+
+    let log = logs.join("dpkg.log");
+    let timed = |extra: &[&str]| -> anyhow::Result<Vec<f64>> {
+        let mut times = Vec::with_capacity(QUERY_RUNS);
+        for _ in 0..QUERY_RUNS {
+            let begin = Instant::now();
+            let output = Command::new(binary)
+                .args([
+                    "query",
+                    "--format",
+                    "json",
+                    "--no-apt-history",
+                    "--now",
+                    QUERY_NOW,
+                ])
+                .arg("--state-dir")
+                .arg(&state)
+                .arg("--dpkg-log")
+                .arg(&log)
+                .args(extra)
+                .env("TZ", "UTC")
+                .stderr(Stdio::null())
+                .output()?;
+            times.push(begin.elapsed().as_secs_f64() * 1e3);
+            if !output.status.success() || output.stdout.is_empty() {
+                bail!("query {extra:?} failed or found nothing");
+            }
+        }
+        Ok(times)
+    };
+
+    // Without a record of what the store covers, the logs of the window are read too.
+    let day_uncovered = timed(&["--since", "24h"])?;
+    let package_year_uncovered = timed(&["--package", QUERY_PACKAGE])?;
+
+    // The sensor ran all year: the store covers the logs up to its last checkpoint.
+    let since = (start - Span::days(1)).and_utc().fixed_offset();
+    fenrir_sensor::sink::store::write_coverage(&store_dir, since)?;
+    let checkpoint = fenrir_sensor::source::checkpoint::CheckpointStore::for_log(&state, &log);
+    let identity = fenrir_sensor::source::checkpoint::FileIdentity::of_path(&log)?;
+    checkpoint.save(&fenrir_sensor::source::checkpoint::Checkpoint::new(
+        log.clone(),
+        identity,
+        None,
+        fs::metadata(&log)?.len(),
+    ))?;
+    thread::sleep(Duration::from_secs(3));
+
+    Ok(QueryFigures {
+        day: timed(&["--since", "24h"])?,
+        day_uncovered,
+        package_year_uncovered,
+        user_week: timed(&["--since", "7d", "--user", QUERY_USER])?,
+        package_year: timed(&["--package", QUERY_PACKAGE])?,
+    })
 }
 
 fn rss_kb(pid: u32) -> anyhow::Result<f64> {

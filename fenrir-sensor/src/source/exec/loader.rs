@@ -45,7 +45,10 @@ pub const PROGRAMS: [&str; 3] = [
 ];
 
 /// Package-manager executables Fenrir tracks when they exist on the host.
-pub const PACKAGE_MANAGERS: [&str; 13] = [
+///
+/// dnf and yum are Python scripts (`dnf` a link to `dnf-3`, and `yum` too where dnf replaced
+/// yum), tracked through their interpreter and path; rpm, zypper, pacman and apk are programs.
+pub const PACKAGE_MANAGERS: [&str; 17] = [
     "/usr/bin/dpkg",
     "/usr/bin/apt",
     "/usr/bin/apt-get",
@@ -54,11 +57,15 @@ pub const PACKAGE_MANAGERS: [&str; 13] = [
     "/usr/bin/unattended-upgrade",
     "/usr/bin/rpm",
     "/usr/bin/dnf",
+    "/usr/bin/dnf-3",
+    "/usr/bin/dnf5",
+    "/usr/bin/microdnf",
     "/usr/bin/yum",
     "/usr/bin/zypper",
     "/usr/bin/pacman",
     "/sbin/apk",
     "/usr/sbin/apk",
+    "/usr/bin/apk",
 ];
 
 /// Directories whose every file is a package-manager helper (apt's transport methods).
