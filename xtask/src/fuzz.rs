@@ -24,6 +24,7 @@ pub const TARGETS: &[(&str, usize)] = &[
     ("dpkg_line", 4096),
     ("dpkg_log", 65536),
     ("apt_history", 65536),
+    ("manager_log", 65536),
     ("config", 16384),
     ("version_order", 1024),
 ];
@@ -186,6 +187,7 @@ fn seed_corpus(target: &str, shared: &Path, root: &Path, corpus: &Path) -> anyho
         "dpkg_line" => unique_lines(&files_in(&shared.join("dpkg"))?)?,
         "dpkg_log" => windows(&files_in(&shared.join("dpkg"))?)?,
         "apt_history" => windows(&files_in(&shared.join("other/apt_history"))?)?,
+        "manager_log" => manager_seeds(shared)?,
         "config" => config_seeds(root)?,
         "version_order" => version_pairs(&files_in(&shared.join("dpkg"))?)?,
         other => bail!("no seeds for fuzz target {other}"),
@@ -233,6 +235,19 @@ fn windows(files: &[PathBuf]) -> anyhow::Result<Vec<Vec<u8>>> {
         let text = fs::read(file).with_context(|| format!("failed to read {}", file.display()))?;
         let lines: Vec<&[u8]> = text.split_inclusive(|&b| b == b'\n').collect();
         seeds.extend(lines.chunks(LINES_PER_SEED).map(<[&[u8]]>::concat));
+    }
+    Ok(spread(seeds))
+}
+
+/// A manager's name on the first line, then a window of one of its real logs.
+fn manager_seeds(shared: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut seeds = Vec::new();
+    for manager in ["dnf", "yum", "zypper", "pacman", "apk"] {
+        for mut window in windows(&files_in(&shared.join("other").join(manager))?)? {
+            let mut seed = format!("{manager}\n").into_bytes();
+            seed.append(&mut window);
+            seeds.push(seed);
+        }
     }
     Ok(spread(seeds))
 }

@@ -49,8 +49,8 @@ enum Task {
         #[arg(long)]
         seed: Option<u64>,
     },
-    /// Fuzz the parsers (dpkg lines and logs, apt history, configuration, version order)
-    /// with libFuzzer, the corpus seeded from real logs; fails on the first panic
+    /// Fuzz the parsers (dpkg lines and logs, apt history, other managers' logs, configuration,
+    /// version order) with libFuzzer, the corpus seeded from real logs; fails on a panic
     Fuzz {
         /// Inputs to run per target
         #[arg(long, default_value_t = 10_000_000)]
