@@ -307,6 +307,80 @@ fn rotations_under_a_running_sensor_lose_nothing() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Returns the ids of the events in a JSON lines file, in order.
+fn ids_in(path: &Path) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for line in fs::read_to_string(path)?.lines() {
+        let event: Value = serde_json::from_str(line)?;
+        ids.push(event["id"].as_str().unwrap_or("no id").to_owned());
+    }
+    Ok(ids)
+}
+
+fn wait_for_lines(path: &Path, count: usize) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + WAIT;
+    while fs::read_to_string(path).unwrap_or_default().lines().count() < count {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{} never held {count} events",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_crash_before_the_checkpoint_writes_no_event_twice() -> anyhow::Result<()> {
+    if !require_root("the crash-repeat test") {
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    let out = sandbox.path().join("events.jsonl");
+    let out_arg = out.display().to_string();
+    let args = run_args(&sandbox, &["--json", &out_arg]);
+    let checkpoints = sandbox.path().join("state/checkpoints");
+
+    let sensor = Sensor::start(&args)?;
+    sandbox.install(&PackageSpec::new("fenrir-one", "1.0"))?;
+    wait_for_lines(&out, 1)?;
+    // What the checkpoint said before the next events: a crash right after writing them
+    // leaves it there.
+    let early: Vec<(std::path::PathBuf, Vec<u8>)> = fs::read_dir(&checkpoints)?
+        .map(|entry| {
+            let path = entry?.path();
+            let bytes = fs::read(&path)?;
+            Ok((path, bytes))
+        })
+        .collect::<std::io::Result<_>>()?;
+    sandbox.install(&PackageSpec::new("fenrir-two", "1.0"))?;
+    sandbox.install(&PackageSpec::new("fenrir-three", "1.0"))?;
+    wait_for_lines(&out, 3)?;
+    sensor.stop()?;
+    let before = ids_in(&out)?;
+    assert_eq!(before.len(), 3, "{before:?}");
+    assert!(before.iter().all(|id| id.len() == 32), "{before:?}");
+
+    for (path, bytes) in &early {
+        fs::write(path, bytes)?;
+    }
+    let sensor = Sensor::start(&args)?;
+    sandbox.install(&PackageSpec::new("fenrir-four", "1.0"))?;
+    wait_for_lines(&out, 4)?;
+    sensor.stop()?;
+
+    let after = ids_in(&out)?;
+    assert_eq!(after[..3], before[..], "the old events stay as they were");
+    assert_eq!(
+        after.len(),
+        4,
+        "two and three are not written again: {after:?}"
+    );
+    let last: Value = serde_json::from_str(fs::read_to_string(&out)?.lines().last().unwrap_or(""))?;
+    assert_eq!(last["parsed_data"]["package"], "fenrir-four");
+    Ok(())
+}
+
 #[test]
 fn garbage_in_the_log_is_skipped_and_the_stream_goes_on() -> anyhow::Result<()> {
     if !require_root("the malformed-input test") {

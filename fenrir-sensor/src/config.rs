@@ -15,6 +15,7 @@ use serde::Deserialize;
 use crate::integrity::IntegrityConfig;
 use crate::parse::manager::Manager;
 use crate::rule::RulesConfig;
+use crate::sink::format::EventFormat;
 use crate::sink::hook::HooksConfig;
 use crate::source::ssh::SshConfig;
 
@@ -225,12 +226,15 @@ pub struct SinksConfig {
 pub struct JsonSinkConfig {
     /// `-` for stdout, or file paths; empty disables JSON output.
     pub outputs: Vec<String>,
+    /// Fenrir's own schema or Elastic Common Schema documents.
+    pub format: EventFormat,
 }
 
 impl Default for JsonSinkConfig {
     fn default() -> Self {
         Self {
             outputs: vec!["-".to_owned()],
+            format: EventFormat::Fenrir,
         }
     }
 }
@@ -618,6 +622,7 @@ enabled = false
 database = "/srv/root/lib/apk/db/installed"
 [sinks.json]
 outputs = ["-", "/var/log/fenrir/events.jsonl"]
+format = "ecs"
 [sinks.journald]
 enabled = false
 [sinks.store]
@@ -634,6 +639,7 @@ level = "debug"
         .expect("valid config");
         assert_eq!(config.host.as_deref(), Some("web-1"));
         assert_eq!(config.sinks.json.outputs.len(), 2);
+        assert_eq!(config.sinks.json.format, EventFormat::Ecs);
         assert!(!config.sinks.journald.enabled);
         assert_eq!(config.sinks.store.max_bytes, 10_485_760);
         assert_eq!(config.diagnostics.level, LogLevel::Debug);
@@ -689,6 +695,21 @@ level = "debug"
 
         let err = parse("[sinks.store]\nmax_bytes = 1000\n").expect_err("retention too small");
         assert!(err.contains("sinks.store.max_bytes"), "{err}");
+    }
+
+    #[test]
+    fn unknown_format_names_line_and_key() {
+        let err = parse("[sinks.json]\nformat = \"xml\"\n").expect_err("bad format");
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("xml"), "{err}");
+    }
+
+    #[test]
+    fn shipped_default_config_is_valid() {
+        let text = include_str!("../dist/fenrir.toml");
+        let config = parse(text).expect("the packaged configuration parses");
+        assert_eq!(config.sinks.json.outputs, ["/var/log/fenrir/events.jsonl"]);
+        assert_eq!(config.state_dir, Config::default().state_dir);
     }
 
     #[test]

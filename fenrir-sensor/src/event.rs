@@ -229,6 +229,11 @@ pub struct Event {
     /// For `package_scripts`: `{commands: [{pid, uid, script, command}], omitted}`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub scripts: Option<serde_json::Value>,
+    /// Names the event the same way whenever its log line is read again (after a restart or
+    /// a rotation), so a sink can tell a repeat from a new event; absent where no log line
+    /// records the event.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub id: Option<String>,
     /// For the integrity categories: what the witnesses showed (files, log, database).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub evidence: Option<serde_json::Value>,
@@ -283,6 +288,7 @@ impl Event {
             actor: None,
             rules: Vec::new(),
             scripts: None,
+            id: None,
             evidence: None,
             observed: None,
         }
@@ -346,6 +352,7 @@ impl Event {
                 "commands": scripts.commands,
                 "omitted": scripts.omitted,
             })),
+            id: None,
             evidence: None,
             observed: None,
         }
@@ -385,6 +392,7 @@ impl Event {
             scripts: None,
             evidence: Some(evidence),
             observed: None,
+            id: None,
         }
     }
 

@@ -26,5 +26,6 @@ pub mod pipeline;
 pub mod query;
 pub mod replay;
 pub mod rule;
+pub mod service;
 pub mod sink;
 pub mod source;

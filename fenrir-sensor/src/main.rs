@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use fenrir_sensor::config::{Config, LogLevel, DEFAULT_CONFIG_PATH};
+use fenrir_sensor::sink::format::{EcsLines, EventFormat};
 use fenrir_sensor::{mcp, pipeline, query, replay};
 use tracing::{info, warn};
 
@@ -57,6 +58,9 @@ reads /var/log/apt/history.log*.")]
         /// Attribute nothing from apt's history log
         #[arg(long, conflicts_with = "apt_history")]
         no_apt_history: bool,
+        /// Shape of the JSON lines [default: the configured sinks.json.format]
+        #[arg(long, value_enum)]
+        format: Option<EventFormat>,
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
@@ -123,6 +127,9 @@ struct RunArgs {
     /// Host name events carry [default: this host's name]
     #[arg(long)]
     host: Option<String>,
+    /// Shape of the JSON lines: Fenrir's schema or Elastic Common Schema [default: fenrir]
+    #[arg(long, value_enum)]
+    format: Option<EventFormat>,
 }
 
 impl RunArgs {
@@ -164,6 +171,9 @@ impl RunArgs {
         if let Some(host) = self.host {
             config.host = Some(host);
         }
+        if let Some(format) = self.format {
+            config.sinks.json.format = format;
+        }
     }
 }
 
@@ -203,6 +213,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             host,
             apt_history,
             no_apt_history,
+            format,
             files,
         } => {
             let host = host.or(config.host).map_or_else(system_host, Ok)?;
@@ -214,7 +225,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 replay::HistorySource::Files(apt_history)
             };
             let history = replay::load_history(&source, &files)?;
-            let stats = replay::replay(&files, &host, &history, &mut io::stdout().lock())?;
+            let stdout = io::stdout().lock();
+            let mut out: Box<dyn io::Write> = match format.unwrap_or(config.sinks.json.format) {
+                EventFormat::Fenrir => Box::new(stdout),
+                EventFormat::Ecs => Box::new(EcsLines::new(stdout)),
+            };
+            let stats = replay::replay(&files, &host, &history, &mut out)?;
+            out.flush().context("failed to write the events")?;
             info!(
                 lines = stats.interpret.lines,
                 malformed = stats.interpret.malformed,
@@ -239,6 +256,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run(args) => {
             args.apply(&mut config);
+            fenrir_sensor::service::keep_capabilities_from_children();
             let host = config.host.clone().map_or_else(system_host, Ok)?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -34,6 +34,7 @@ use crate::integrity::Integrity;
 use crate::parse::manager::{Manager, RunStart};
 use crate::parse::PackageChange;
 use crate::rule::{RuleEngine, Verdict};
+use crate::service::{Notifier, WatchdogTimer};
 use crate::sink::dispatch::{DispatchOptions, Dispatcher, SinkStats};
 use crate::sink::hook::{Hooks, OutcomeJournal};
 use crate::sink::journald::JournaldSink;
@@ -48,6 +49,7 @@ use crate::source::followed::{
 };
 use crate::source::lock::{dpkg_lock_state, LockState};
 use crate::source::offline::{Reconciler, OFFLINE};
+use crate::source::origin::{event_id, Origin};
 use crate::source::ssh::reader::{LoginSource, ReaderOptions};
 use crate::source::tail::{Line, Position, StartAt, TailNotice, TailOptions, Tailer};
 
@@ -67,7 +69,9 @@ fn build_sinks(config: &Config) -> Vec<Box<dyn Sink>> {
         .json
         .outputs
         .iter()
-        .map(|target| Box::new(JsonSink::new(target)) as Box<dyn Sink>)
+        .map(|target| {
+            Box::new(JsonSink::new(target).with_format(config.sinks.json.format)) as Box<dyn Sink>
+        })
         .collect();
 
     let store = &config.sinks.store;
@@ -149,9 +153,16 @@ impl Pipeline {
 
     /// Sends changes to the sinks; returns whether every event was taken by some sink.
     /// `offline` marks changes a database showed were made while the sensor was down.
-    fn deliver(&mut self, source: SourceTag, changes: Vec<PackageChange>, offline: bool) -> bool {
-        for change in changes {
+    fn deliver(
+        &mut self,
+        source: SourceTag,
+        changes: Vec<PackageChange>,
+        origin: Option<Origin<'_>>,
+        offline: bool,
+    ) -> bool {
+        for (index, change) in changes.into_iter().enumerate() {
             let mut event = Event::from_change(&change, &self.host, source.manager.as_str());
+            event.id = origin.map(|origin| event_id(origin, &change.raw_line, index));
             if offline {
                 event.observed = Some(OFFLINE.to_owned());
                 event.description.push_str(" while the sensor was down");
@@ -412,12 +423,17 @@ impl Delivery for Pipeline {
         }
     }
 
-    fn deliver(&mut self, source: SourceTag, changes: Vec<PackageChange>) -> bool {
-        Pipeline::deliver(self, source, changes, false)
+    fn deliver(
+        &mut self,
+        source: SourceTag,
+        changes: Vec<PackageChange>,
+        origin: Option<Origin<'_>>,
+    ) -> bool {
+        Pipeline::deliver(self, source, changes, origin, false)
     }
 
     fn deliver_offline(&mut self, source: SourceTag, changes: Vec<PackageChange>) -> bool {
-        Pipeline::deliver(self, source, changes, true)
+        Pipeline::deliver(self, source, changes, None, true)
     }
 
     fn is_released(&mut self) -> bool {
@@ -789,6 +805,24 @@ impl Pipeline {
     }
 }
 
+/// Registers the kernel's ring buffer with the runtime; `None` in log-only mode.
+///
+/// A package manager's exec wakes this descriptor; its descendants' records do not, and are
+/// collected by the drain timer and before every batch of lines.
+fn ring_of(pipeline: &Pipeline) -> anyhow::Result<Option<AsyncFd<OwnedFd>>> {
+    let Some((tracer, _)) = pipeline.kernel.as_ref() else {
+        return Ok(None);
+    };
+    let fd = tracer
+        .ring_fd()
+        .context("failed to duplicate the ring buffer descriptor")?;
+    // SAFETY: the AsyncFd owns this duplicate descriptor, which refers to the ring buffer for
+    // as long as the AsyncFd lives.
+    let ring = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+        .map_err(|err| anyhow::anyhow!("failed to poll the ring buffer: {err}"))?;
+    Ok(Some(ring))
+}
+
 /// Runs the sensor until `shutdown` completes.
 ///
 /// # Errors
@@ -822,21 +856,7 @@ pub async fn run(
     let mut pipeline = Pipeline::start(config, host, tracer)?;
     let verified = pipeline.integrity.ready();
 
-    // A package manager's exec wakes this descriptor; its descendants' records do not, and
-    // are collected by the drain timer and before every batch of lines.
-    let ring = match pipeline.kernel.as_ref() {
-        Some((tracer, _)) => {
-            let fd = tracer
-                .ring_fd()
-                .context("failed to duplicate the ring buffer descriptor")?;
-            // SAFETY: the AsyncFd owns this duplicate descriptor, which refers to the ring
-            // buffer for as long as the AsyncFd lives.
-            let ring = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
-                .map_err(|err| anyhow::anyhow!("failed to poll the ring buffer: {err}"))?;
-            Some(ring)
-        }
-        None => None,
-    };
+    let ring = ring_of(&pipeline)?;
     for source in &pipeline.sources {
         info!(
             manager = %source.tag().manager,
@@ -852,6 +872,9 @@ pub async fn run(
         attribution = pipeline.kernel.is_some(),
         "sensor ready"
     );
+    let notifier = Notifier::from_environment();
+    notifier.ready(&format!("following {}", config.dpkg.log.display()));
+    let mut watchdog = WatchdogTimer::for_notifier(&notifier);
     pipeline.pump();
     pipeline.reconcile_offline();
 
@@ -870,6 +893,7 @@ pub async fn run(
             .map(tokio::time::Instant::from_std);
         tokio::select! {
             () = &mut shutdown => break,
+            () = watchdog.tick() => notifier.watchdog(),
             () = wake.notified() => pipeline.pump(),
             _ = poll.tick() => {
                 // Off the path of each event: a sync per event would cost its latency.
@@ -904,6 +928,7 @@ pub async fn run(
             }
         }
     }
+    notifier.stopping();
     Ok(pipeline.stop())
 }
 

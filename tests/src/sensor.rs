@@ -64,6 +64,16 @@ impl Sensor {
     /// Starts the sensor under `wrapper` (a command such as `setpriv --reuid=…` that executes
     /// its remaining arguments), then as [`Sensor::start`].
     pub fn start_wrapped(wrapper: &[&str], args: &[String]) -> anyhow::Result<Self> {
+        Self::start_with(wrapper, &[], args)
+    }
+
+    /// Starts the sensor under `wrapper` (may be empty) with `env` added to its environment,
+    /// then as [`Sensor::start`].
+    pub fn start_with(
+        wrapper: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+        args: &[String],
+    ) -> anyhow::Result<Self> {
         let binary = binary()?;
         let mut command = match wrapper.split_first() {
             Some((program, rest)) => {
@@ -81,6 +91,7 @@ impl Sensor {
             .args(args)
             .args(is_plain_run.then_some("--no-ssh"))
             .env("RUST_LOG", "fenrir_sensor=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -82,7 +82,7 @@ fn kernel_cargo(workspace_root: &Path, verb: &str) -> Result<Command> {
 
 /// A command run with the nightly toolchain, cleared of the variables the outer stable cargo
 /// set (they would point the nested build at the stable compiler).
-fn nightly_command(program: &str) -> Command {
+pub(crate) fn nightly_command(program: &str) -> Command {
     let mut command = Command::new("rustup");
     command.args(["run", "nightly", program]);
 

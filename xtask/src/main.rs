@@ -3,7 +3,9 @@
 //! Every command installs what it needs first (Debian packages, toolchain parts), idempotently,
 //! so a fresh machine needs nothing but the repository.
 
+mod deb;
 mod ebpf;
+mod fuzz;
 mod setup;
 
 use std::os::unix::fs::MetadataExt;
@@ -32,8 +34,31 @@ enum Task {
     },
     /// Run every check and test: format, lints, unit and privileged end-to-end tests, docs
     Test,
-    /// Print the benchmark figures: append-to-event latency, replay throughput, memory
+    /// Print the benchmark figures beside their baselines: append-to-event latency against a
+    /// 2 s poller, replay throughput, memory and exec cost against an auditd execve rule
     Bench,
+    /// Build the Debian package (release binary, unit, config, man page) under target/deb
+    Deb,
+    /// Torture the release sensor: rotations, kill -9, bursts, read-only output, a killed
+    /// journald, inode reuse; prints lost and duplicated counts and fails unless both are 0
+    Torture {
+        /// Ten times the rotations, kills, bursts and rounds of the short run
+        #[arg(long)]
+        long: bool,
+        /// Seed of the random timings, to repeat a run
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Fuzz the parsers (dpkg lines and logs, apt history, other managers' logs, configuration,
+    /// version order) with libFuzzer, the corpus seeded from real logs; fails on a panic
+    Fuzz {
+        /// Inputs to run per target
+        #[arg(long, default_value_t = 10_000_000)]
+        inputs: u64,
+        /// Fuzz only this target
+        #[arg(long)]
+        target: Option<String>,
+    },
     /// Build the kernel program and print the path of its object
     #[command(hide = true)]
     BuildEbpf,
@@ -46,12 +71,31 @@ fn main() -> anyhow::Result<()> {
         Task::Run { args } => run_sensor(&root, &args),
         Task::Test => test(&root),
         Task::Bench => bench(&root),
+        Task::Torture { long, seed } => {
+            let object = ebpf::build_ebpf(&root)?;
+            run_checked(&mut cargo(
+                &root,
+                &object,
+                &["build", "--release", "--locked", "-p", "fenrir-sensor"],
+            ))?;
+            torture(&root, &object, long, seed)
+        }
+        Task::Fuzz { inputs, target } => fuzz::fuzz(&root, inputs, target.as_deref()),
+        Task::Deb => {
+            let deb = build_release_deb(&root)?;
+            println!("xtask: built {}", deb.display());
+            Ok(())
+        }
         Task::BuildEbpf => {
             println!("{}", ebpf::build_ebpf(&root)?.display());
             Ok(())
         }
     }
 }
+
+/// Inputs per fuzz target in the short run of `cargo xtask test`; `cargo xtask fuzz` runs
+/// ten million by default.
+const FUZZ_SHORT_INPUTS: u64 = 50_000;
 
 fn workspace_root() -> anyhow::Result<PathBuf> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -127,14 +171,19 @@ fn test(root: &Path) -> anyhow::Result<()> {
         &object,
         &["build", "--locked", "-p", "fenrir-sensor"],
     ))?;
+    // The package the tests install is the one `cargo xtask deb` ships: release build.
+    let deb = build_release_deb(root)?;
     if !is_root() {
         eprintln!("xtask: not root: privileged tests will print `skipping:` lines");
     }
-    run_checked(&mut cargo(
+    let mut tests = cargo(
         root,
         &object,
         &["test", "--workspace", "--locked", "--no-fail-fast"],
-    ))?;
+    );
+    run_checked(tests.env("FENRIR_DEB", &deb))?;
+    torture(root, &object, false, None)?;
+    fuzz::fuzz(root, FUZZ_SHORT_INPUTS, None)?;
 
     let mut doc = cargo(
         root,
@@ -148,6 +197,8 @@ fn test(root: &Path) -> anyhow::Result<()> {
 
 fn bench(root: &Path) -> anyhow::Result<()> {
     setup::ensure_packages(setup::TEST_PACKAGES)?;
+    // auditd is the comparison's baseline; what is installed for it goes again afterwards.
+    let _auditd = setup::TemporaryPackages::install(setup::BENCH_PACKAGES)?;
     let object = ebpf::build_ebpf(root)?;
     let build = [
         "build",
@@ -160,6 +211,47 @@ fn bench(root: &Path) -> anyhow::Result<()> {
     ];
     run_checked(&mut cargo(root, &object, &build))?;
     run_checked(&mut Command::new(root.join("target/release/fenrir-bench")))
+}
+
+/// Runs the torture suite against the release sensor, which must be built.
+fn torture(root: &Path, object: &Path, long: bool, seed: Option<u64>) -> anyhow::Result<()> {
+    setup::ensure_packages(setup::TEST_PACKAGES)?;
+    run_checked(&mut cargo(
+        root,
+        object,
+        &[
+            "build",
+            "--locked",
+            "-p",
+            "fenrir-tests",
+            "--bin",
+            "fenrir-torture",
+        ],
+    ))?;
+    let mut torture = Command::new(root.join("target/debug/fenrir-torture"));
+    torture.env(
+        "FENRIR_SENSOR_BIN",
+        root.join("target/release/fenrir-sensor"),
+    );
+    if long {
+        torture.arg("--long");
+    }
+    if let Some(seed) = seed {
+        torture.args(["--seed", &seed.to_string()]);
+    }
+    run_checked(&mut torture)
+}
+
+/// Builds the release sensor with its kernel program and packs it into a `.deb`.
+fn build_release_deb(root: &Path) -> anyhow::Result<PathBuf> {
+    setup::ensure_packages(deb::BUILD_PACKAGES)?;
+    let object = ebpf::build_ebpf(root)?;
+    run_checked(&mut cargo(
+        root,
+        &object,
+        &["build", "--release", "--locked", "-p", "fenrir-sensor"],
+    ))?;
+    deb::build_deb(root, &root.join("target/release/fenrir-sensor"))
 }
 
 /// Whether this process runs as root: `/proc/self` is owned by the effective uid.

@@ -38,6 +38,16 @@ pub const TEST_PACKAGES: &[&str] = &[
     "openssh-client",
     "sudo",
     "rsyslog",
+    // The package test builds the .deb (dpkg-shlibdeps, strip), lets its maintainer scripts
+    // enable the unit in a sandbox (deb-systemd-helper) and renders the man page (groff).
+    "dpkg-dev",
+    "binutils",
+    "init-system-helpers",
+    "groff-base",
+    // The service test boots systemd in a container over a copy of this host and runs the
+    // unit there; the fleet test ships journal entries to a journal collector.
+    "systemd-container",
+    "systemd-journal-remote",
     // The integrity tests rotate the sandbox's log with the real logrotate in every mode.
     "logrotate",
 ];
@@ -85,6 +95,65 @@ pub fn ensure_packages(packages: &[&str]) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Debian packages the benchmark compares the sensor with, installed only while it runs.
+pub const BENCH_PACKAGES: &[&str] = &["auditd"];
+
+/// Packages installed for a while: whatever was missing is installed now, and exactly what
+/// this installed (dependencies included) is purged again when the guard drops, so the host
+/// is left as it was found.
+pub struct TemporaryPackages {
+    installed: Vec<String>,
+}
+
+impl TemporaryPackages {
+    /// Installs the packages of `packages` that are missing.
+    pub fn install(packages: &[&str]) -> anyhow::Result<Self> {
+        let before = installed_packages()?;
+        ensure_packages(packages)?;
+        let installed: Vec<String> = installed_packages()?
+            .into_iter()
+            .filter(|package| !before.contains(package))
+            .collect();
+        if !installed.is_empty() {
+            println!("xtask: installed {} for this run only", installed.join(" "));
+        }
+        Ok(Self { installed })
+    }
+}
+
+impl Drop for TemporaryPackages {
+    fn drop(&mut self) {
+        if self.installed.is_empty() {
+            return;
+        }
+        println!("xtask: purging {}", self.installed.join(" "));
+        let purge = Command::new("apt-get")
+            .args(["purge", "-y", "-qq", "-o", "DPkg::Lock::Timeout=600"])
+            .args(&self.installed)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
+        if !purge.is_ok_and(|status| status.success()) {
+            eprintln!(
+                "xtask: failed to purge {}; remove them by hand",
+                self.installed.join(" ")
+            );
+        }
+    }
+}
+
+/// Every package dpkg counts as installed.
+fn installed_packages() -> anyhow::Result<std::collections::BTreeSet<String>> {
+    let output = Command::new("dpkg-query")
+        .args(["-W", "-f=${db:Status-Status} ${Package}\n"])
+        .output()
+        .context("failed to run dpkg-query")?;
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.strip_prefix("installed "))
+        .map(str::to_owned)
+        .collect())
 }
 
 fn is_installed(package: &str) -> bool {

@@ -3,9 +3,12 @@
 //! Each [`Sink`] delivers one event at a time and reports failure instead of stopping; the
 //! [`dispatch::Dispatcher`] fans events out to every sink, keeps a bounded backlog for a sink
 //! that is failing, retries it with backoff, and tells the pipeline whether any sink accepted
-//! an event so the checkpoint never moves past an undelivered one.
+//! an event so the checkpoint never moves past an undelivered one. JSON lines come in
+//! Fenrir's own schema or as Elastic Common Schema documents ([`mod@format`], [`ecs`]).
 
 pub mod dispatch;
+pub mod ecs;
+pub mod format;
 pub mod hook;
 pub mod journald;
 pub mod json;

@@ -18,13 +18,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// How many bytes of the first line the fingerprint covers.
-const FINGERPRINT_SPAN: usize = 1024;
+pub const FINGERPRINT_SPAN: usize = 1024;
 
 /// The checkpoint format version; a file with another version is ignored with a warning.
 const FORMAT_VERSION: u32 = 1;
 
 /// A file as the kernel names it: device and inode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FileIdentity {
     pub dev: u64,
     pub ino: u64,
@@ -61,19 +61,24 @@ pub fn fingerprint(file: &mut File) -> io::Result<Option<String>> {
         .take(FINGERPRINT_SPAN as u64)
         .read_to_end(&mut head)?;
 
+    Ok(fingerprint_of_head(&head))
+}
+
+/// Hashes the first complete line in `head`, the first bytes of a file (1 KiB of them, or the
+/// whole file when shorter), as [`fingerprint`] does.
+#[must_use]
+pub fn fingerprint_of_head(head: &[u8]) -> Option<String> {
+    let head = &head[..head.len().min(FINGERPRINT_SPAN)];
     let span = match head.iter().position(|&b| b == b'\n') {
         Some(newline) => &head[..=newline],
-        None if head.len() == FINGERPRINT_SPAN => &head[..],
-        None => return Ok(None),
+        None if head.len() == FINGERPRINT_SPAN => head,
+        None => return None,
     };
     let digest = Sha256::digest(span);
-    Ok(Some(digest.iter().take(12).fold(
-        String::new(),
-        |mut hex, b| {
-            let _ = write!(hex, "{b:02x}");
-            hex
-        },
-    )))
+    Some(digest.iter().take(12).fold(String::new(), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}");
+        hex
+    }))
 }
 
 /// The position after the last delivered line of one log.

@@ -392,7 +392,7 @@ impl WatchedDatabase {
             let taken = if self.is_offline {
                 out.deliver_offline(self.tag, vec![change])
             } else {
-                out.deliver(self.tag, vec![change])
+                out.deliver(self.tag, vec![change], None)
             };
             if !taken {
                 return;
@@ -442,14 +442,19 @@ mod tests {
         fn run_started(&mut self, _source: SourceTag, _start: &crate::parse::manager::RunStart) {}
 
         /// Like the dispatcher, keeps what it refuses for its own retries.
-        fn deliver(&mut self, _source: SourceTag, changes: Vec<PackageChange>) -> bool {
+        fn deliver(
+            &mut self,
+            _source: SourceTag,
+            changes: Vec<PackageChange>,
+            _origin: Option<crate::source::origin::Origin<'_>>,
+        ) -> bool {
             self.changes.extend(changes);
             !self.is_refusing
         }
 
         fn deliver_offline(&mut self, source: SourceTag, changes: Vec<PackageChange>) -> bool {
             self.offline += changes.len();
-            self.deliver(source, changes)
+            self.deliver(source, changes, None)
         }
 
         fn is_released(&mut self) -> bool {

@@ -22,6 +22,7 @@ use tracing::{debug, error, info, warn};
 use super::checkpoint::{Checkpoint, CheckpointStore};
 use super::database::{DatabaseKind, WatchedDatabase};
 use super::lock::{dpkg_lock_state, lock_holder, LockState};
+use super::origin::Origin;
 use super::tail::{Line, Position, StartAt, TailNotice, TailOptions, Tailer};
 use crate::parse::interpret::InterpretStats;
 use crate::parse::manager::{ChangeLog, LogFormat, Manager, RunStart, MAX_LINE_LEN};
@@ -76,7 +77,14 @@ pub trait Delivery {
     fn run_started(&mut self, source: SourceTag, start: &RunStart);
 
     /// Sends changes to the sinks; returns whether every event was taken by some sink.
-    fn deliver(&mut self, source: SourceTag, changes: Vec<PackageChange>) -> bool;
+    /// `origin` is where in the log they were decided, which names them; `None` for changes
+    /// no log line records.
+    fn deliver(
+        &mut self,
+        source: SourceTag,
+        changes: Vec<PackageChange>,
+        origin: Option<Origin<'_>>,
+    ) -> bool;
 
     /// Sends changes a database showed were made while the sensor was down, marked so.
     fn deliver_offline(&mut self, source: SourceTag, changes: Vec<PackageChange>) -> bool;
@@ -280,6 +288,8 @@ impl FollowedLog {
                 return;
             }
             let Some(line) = self.queued.pop_front() else {
+                // A checkpoint per batch bounds what a crash can make the sinks see twice.
+                self.save_checkpoint(out, self.tailer.position());
                 let (mut lines, notices) = match self.tailer.read_lines(BATCH_LINES) {
                     Ok(read) => read,
                     Err(err) => {
@@ -313,7 +323,7 @@ impl FollowedLog {
             if let Some(start) = self.reader.take_run_start() {
                 out.run_started(self.tag, &start);
             }
-            if !out.deliver(self.tag, changes) {
+            if !out.deliver(self.tag, changes, Some(Origin::Line(&line.position))) {
                 self.held = Some(line.position);
                 return;
             }
@@ -360,7 +370,8 @@ impl FollowedLog {
             out.note_position(self.tag, position, self.reader.saved_state().as_ref());
         }
         let changes = self.reader.finish();
-        if !out.deliver(self.tag, changes) {
+        let file = position.as_ref().map(|p| p.identity);
+        if !out.deliver(self.tag, changes, Some(Origin::RunEnd(file))) {
             self.held = position;
             return;
         }
@@ -613,7 +624,12 @@ mod tests {
         fn run_started(&mut self, _source: SourceTag, _start: &RunStart) {}
 
         /// Like the dispatcher, keeps what it refuses for its own retries.
-        fn deliver(&mut self, source: SourceTag, changes: Vec<PackageChange>) -> bool {
+        fn deliver(
+            &mut self,
+            source: SourceTag,
+            changes: Vec<PackageChange>,
+            _origin: Option<Origin<'_>>,
+        ) -> bool {
             let is_empty = changes.is_empty();
             self.changes
                 .extend(changes.into_iter().map(|change| (source, change)));
@@ -621,7 +637,7 @@ mod tests {
         }
 
         fn deliver_offline(&mut self, source: SourceTag, changes: Vec<PackageChange>) -> bool {
-            self.deliver(source, changes)
+            self.deliver(source, changes, None)
         }
 
         fn is_released(&mut self) -> bool {

@@ -2,20 +2,25 @@
 //!
 //! In: a path and, optionally, the checkpoint of an earlier run. Out: complete lines, each with
 //! the position just after it, in the order they were written. State: the open file, the
-//! offset of the first unread byte, a partial last line, and a rotated-away file still being
-//! drained.
+//! offset of the first unread byte, a partial last line, the rotated-away files still being
+//! drained, and the files met so far (identity and first line), which tell a rotation missed
+//! between two reads, or a copy left by copytruncate, from the log's history.
 //!
 //! The tailer does no waiting of its own: the caller calls [`Tailer::read_lines`] whenever
 //! the directory watch fires or a timer ticks, and the tailer reads to the end of every file it
 //! follows. That makes it deaf to nothing: coalesced notifications, a watch set up late, or a
 //! rotation between two wake-ups all end in the same read.
 
+use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::checkpoint::{fingerprint, Checkpoint, FileIdentity};
+use super::checkpoint::{
+    fingerprint, fingerprint_of_head, Checkpoint, FileIdentity, FINGERPRINT_SPAN,
+};
 
 /// Bytes read per `read` call.
 const CHUNK: usize = 64 * 1024;
@@ -96,6 +101,23 @@ struct Followed {
     /// Newlines before `read_offset`, for line numbers in diagnostics.
     lines_read: u64,
     last_growth: Instant,
+    /// The first bytes of the file as this reader read them from offset 0, so its fingerprint
+    /// describes what it read, not what the file holds a moment later.
+    head: Vec<u8>,
+    /// Whether reading started at offset 0, so `head` is the file's beginning.
+    head_from_start: bool,
+}
+
+/// Where a reader stood before a read, to go back there when the read raced a truncation.
+#[derive(Debug)]
+struct Mark {
+    read_offset: u64,
+    partial: Vec<u8>,
+    skipping: Option<u64>,
+    lines_read: u64,
+    fingerprint: Option<String>,
+    head: Vec<u8>,
+    head_from_start: bool,
 }
 
 impl Followed {
@@ -112,9 +134,35 @@ impl Followed {
             skipping: None,
             lines_read: 0,
             last_growth: Instant::now(),
+            head: Vec::new(),
+            head_from_start: false,
         };
         followed.seek_to(offset)?;
         Ok(followed)
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            read_offset: self.read_offset,
+            partial: self.partial.clone(),
+            skipping: self.skipping,
+            lines_read: self.lines_read,
+            fingerprint: self.fingerprint.clone(),
+            head: self.head.clone(),
+            head_from_start: self.head_from_start,
+        }
+    }
+
+    fn rewind(&mut self, mark: Mark) -> io::Result<()> {
+        self.file.seek(SeekFrom::Start(mark.read_offset))?;
+        self.read_offset = mark.read_offset;
+        self.partial = mark.partial;
+        self.skipping = mark.skipping;
+        self.lines_read = mark.lines_read;
+        self.fingerprint = mark.fingerprint;
+        self.head = mark.head;
+        self.head_from_start = mark.head_from_start;
+        Ok(())
     }
 
     /// Moves to `offset`, a line boundary, counting the lines before it once so diagnostics
@@ -138,6 +186,8 @@ impl Followed {
         self.lines_read = lines;
         self.partial.clear();
         self.skipping = None;
+        self.head.clear();
+        self.head_from_start = offset == 0;
         Ok(())
     }
 
@@ -172,7 +222,8 @@ impl Followed {
     }
 
     fn restart_from_beginning(&mut self) -> io::Result<()> {
-        self.fingerprint = fingerprint(&mut self.file)?;
+        // Known again from the first line this reader reads, whatever the file holds by then.
+        self.fingerprint = None;
         self.seek_to(0)
     }
 
@@ -197,6 +248,10 @@ impl Followed {
             };
             self.last_growth = Instant::now();
             let base = self.read_offset;
+            if self.head_from_start && base < FINGERPRINT_SPAN as u64 {
+                let take = n.min(FINGERPRINT_SPAN - base as usize);
+                self.head.extend_from_slice(&chunk[..take]);
+            }
             self.read_offset += n as u64;
             self.split_lines(&chunk[..n], base, out, max_line_bytes, notices);
         }
@@ -207,6 +262,10 @@ impl Followed {
     /// Fingerprints the file once its first line is complete; until then positions carry none.
     fn refresh_fingerprint_if_missing(&mut self) -> io::Result<()> {
         if self.fingerprint.is_some() || self.read_offset == 0 {
+            return Ok(());
+        }
+        if self.head_from_start {
+            self.fingerprint = fingerprint_of_head(&self.head);
             return Ok(());
         }
         self.fingerprint = fingerprint(&mut self.file)?;
@@ -266,9 +325,63 @@ pub struct Tailer {
     path: PathBuf,
     options: TailOptions,
     current: Option<Followed>,
-    /// A rotated-away file that may still receive lines from a running dpkg.
-    retired: Option<Followed>,
+    /// Rotated-away files, oldest first, that may still receive lines from a running dpkg.
+    retired: Vec<Followed>,
+    /// Files already met at the path or beside it, so that a sibling never met is known to be
+    /// one the path held between two reads.
+    known: Known,
+    /// When the path was last looked at: a rotation missed since was written after it.
+    last_look: SystemTime,
+    /// The file was truncated: once it is read to its end, look for copies never seen.
+    copies_pending: bool,
 }
+
+/// The files the tailer has met, each as its identity with the fingerprint of its first line
+/// (an inode is reused by files of other content), oldest forgotten first.
+#[derive(Debug, Default)]
+struct Known {
+    files: HashSet<(FileIdentity, Option<String>)>,
+    fingerprints: HashSet<String>,
+    order: VecDeque<(FileIdentity, Option<String>)>,
+}
+
+impl Known {
+    fn remember(&mut self, identity: FileIdentity, fingerprint: Option<String>) {
+        if !self.files.insert((identity, fingerprint.clone())) {
+            return;
+        }
+        if let Some(fingerprint) = &fingerprint {
+            self.fingerprints.insert(fingerprint.clone());
+        }
+        self.order.push_back((identity, fingerprint));
+        while self.order.len() > KNOWN_FILES {
+            if let Some(file) = self.order.pop_front() {
+                if let Some(fingerprint) = &file.1 {
+                    self.fingerprints.remove(fingerprint);
+                }
+                self.files.remove(&file);
+            }
+        }
+    }
+}
+
+/// Files remembered in [`Known`]. Forgetting one is harmless once it has not been written for
+/// a while: only files written since the last look are taken for missed rotations.
+const KNOWN_FILES: usize = 4096;
+
+/// How often one call reads the file again after a read raced a truncation.
+const RACED_READS: usize = 4;
+
+/// Rotated files still drained at most; the oldest is closed first. A dpkg run writing a file
+/// rotated this many times since it opened it is long over in practice.
+const MAX_RETIRED: usize = 16;
+
+/// How much older than the last look a missed rotation's last write may seem (time stamps
+/// of different file systems and clocks are coarse).
+const LOOK_SLACK: Duration = Duration::from_secs(2);
+
+/// Siblings that are compressed rotations: never the log itself, never read.
+const COMPRESSED: [&str; 4] = [".gz", ".xz", ".bz2", ".zst"];
 
 impl Tailer {
     /// Starts following `path`, resuming from `checkpoint` when it still describes a file
@@ -286,14 +399,25 @@ impl Tailer {
             path,
             options,
             current: None,
-            retired: None,
+            retired: Vec::new(),
+            known: Known::default(),
+            last_look: SystemTime::now(),
+            copies_pending: false,
         };
         let mut notices = Vec::new();
+        // What lies beside the log now is history: never mistaken later for a missed rotation.
+        for sibling in tailer.siblings() {
+            if let Ok(file) = Followed::open(&sibling, 0) {
+                tailer.remember(&file);
+            }
+        }
 
+        // TODO: a file the path held only while the sensor was down (two rotations since the
+        // checkpoint) is taken for history here and never read; its lines are missed.
         if !tailer.path.exists() {
             // Rotated away while the sensor was down and not yet recreated: finish the old file.
             if let Some(checkpoint) = checkpoint {
-                tailer.retired = tailer.find_rotated(checkpoint)?;
+                tailer.retired.extend(tailer.find_rotated(checkpoint)?);
             }
             return Ok((tailer, notices));
         }
@@ -303,11 +427,14 @@ impl Tailer {
                 StartAt::Beginning => 0,
                 StartAt::End => fs::metadata(&tailer.path)?.len(),
             };
-            tailer.current = Some(Followed::open(&tailer.path, offset)?);
+            let current = Followed::open(&tailer.path, offset)?;
+            tailer.remember(&current);
+            tailer.current = Some(current);
             return Ok((tailer, notices));
         };
 
         let current = Followed::open(&tailer.path, 0)?;
+        tailer.remember(&current);
         if matches_checkpoint(&current, checkpoint)? {
             let mut current = current;
             current.seek_to(checkpoint.offset)?;
@@ -317,9 +444,16 @@ impl Tailer {
 
         notices.push(TailNotice::Rotated);
         if let Some(rotated) = tailer.find_rotated(checkpoint)? {
-            tailer.retired = Some(rotated);
+            tailer.retired.push(rotated);
         } else if current.identity == checkpoint.identity {
+            // Copied and truncated while the sensor was down: the rest is in the copy.
             notices.push(TailNotice::Truncated);
+            tailer.retired.extend(find_copy(
+                &tailer.path,
+                current.identity,
+                checkpoint.fingerprint.as_deref(),
+                checkpoint.offset,
+            )?);
         }
         tailer.current = Some(current);
         Ok((tailer, notices))
@@ -374,50 +508,231 @@ impl Tailer {
     /// Call again while it returns `max_lines` lines. Notices say what was detected on the
     /// way (rotation, truncation, over-long lines).
     pub fn read_lines(&mut self, max_lines: usize) -> io::Result<(Vec<Line>, Vec<TailNotice>)> {
+        let read = self.read_lines_once(max_lines);
+        // First lines learned while reading are what tells a copy of the log from a rotation.
+        let open: Vec<(FileIdentity, Option<String>)> = self
+            .current
+            .iter()
+            .chain(&self.retired)
+            .map(|f| (f.identity, f.fingerprint.clone()))
+            .collect();
+        for (identity, fingerprint) in open {
+            self.known.remember(identity, fingerprint);
+        }
+        read
+    }
+
+    fn read_lines_once(&mut self, max_lines: usize) -> io::Result<(Vec<Line>, Vec<TailNotice>)> {
         let mut lines = Vec::new();
         let mut notices = Vec::new();
         let max_line_bytes = self.options.max_line_bytes;
 
-        if let Some(retired) = self.retired.as_mut() {
-            retired.read_into(&mut lines, max_lines, max_line_bytes, &mut notices)?;
-            if lines.len() >= max_lines {
-                return Ok((lines, notices));
-            }
-            if retired.last_growth.elapsed() >= self.options.rotated_grace {
-                if !retired.partial.is_empty() {
-                    notices.push(TailNotice::RetiredWithPartialLine {
-                        bytes: retired.partial.len(),
-                    });
-                }
-                self.retired = None;
-            }
+        if self.drain_retired(&mut lines, max_lines, &mut notices)? {
+            return Ok((lines, notices));
         }
 
-        if let Some(current) = self.current.as_mut() {
-            if current.is_truncated()? {
-                notices.push(TailNotice::Truncated);
-                current.restart_from_beginning()?;
+        let truncated = match self.current.as_mut() {
+            Some(current) => current.is_truncated()?,
+            None => false,
+        };
+        if truncated {
+            notices.push(TailNotice::Truncated);
+            self.read_copies(&mut lines, &mut notices)?;
+        }
+        // A truncation between the check above and the read, or during it, would pass off
+        // bytes of the new content as the old file's: read, check again, and on a truncation
+        // go back and take the old file's rest from its copy.
+        let mut at_end = true;
+        for _ in 0..RACED_READS {
+            let Some(current) = self.current.as_mut() else {
+                break;
+            };
+            let (mark, before) = (current.mark(), lines.len());
+            at_end = current.read_into(&mut lines, max_lines, max_line_bytes, &mut notices)?;
+            if !current.is_truncated()? {
+                break;
             }
-            let at_end = current.read_into(&mut lines, max_lines, max_line_bytes, &mut notices)?;
-            if !at_end {
-                return Ok((lines, notices));
-            }
+            lines.truncate(before);
+            current.rewind(mark)?;
+            notices.push(TailNotice::Truncated);
+            self.read_copies(&mut lines, &mut notices)?;
+        }
+        if !at_end {
+            return Ok((lines, notices));
+        }
+        if self.copies_pending {
+            self.read_missed_copies(&mut lines, &mut notices)?;
         }
 
         self.follow_path_changes(&mut lines, max_lines, &mut notices)?;
         Ok((lines, notices))
     }
 
+    /// Handles a truncation of the followed file: what came after the last read is in the copy
+    /// copytruncate made first; it is read before the file is read again from its start.
+    fn read_copies(
+        &mut self,
+        lines: &mut Vec<Line>,
+        notices: &mut Vec<TailNotice>,
+    ) -> io::Result<()> {
+        let Some(current) = self.current.as_ref() else {
+            return Ok(());
+        };
+        let max_line_bytes = self.options.max_line_bytes;
+        let (identity, fingerprint) = (current.identity, current.fingerprint.clone());
+        let copy = find_copy(
+            &self.path,
+            identity,
+            fingerprint.as_deref(),
+            current.line_offset(),
+        )?;
+        if let Some(current) = self.current.as_mut() {
+            current.restart_from_beginning()?;
+        }
+        if let Some(mut copy) = copy {
+            copy.read_into(lines, usize::MAX, max_line_bytes, notices)?;
+            self.remember(&copy);
+        }
+        self.known.remember(identity, fingerprint);
+        self.copies_pending = true;
+        Ok(())
+    }
+
+    /// After a truncation, once the file is read to its end: reads the copies of content never
+    /// seen that copytruncates between two reads left, and files the path held meanwhile.
+    fn read_missed_copies(
+        &mut self,
+        lines: &mut Vec<Line>,
+        notices: &mut Vec<TailNotice>,
+    ) -> io::Result<()> {
+        let Some(identity) = self.current.as_ref().map(|c| c.identity) else {
+            return Ok(());
+        };
+        self.copies_pending = false;
+        let max_line_bytes = self.options.max_line_bytes;
+        for mut file in self.missed_rotations(identity) {
+            file.read_into(lines, usize::MAX, max_line_bytes, notices)?;
+        }
+        Ok(())
+    }
+
+    /// Reads every rotated-away file to its end, oldest first, and forgets those quiet for
+    /// longer than the grace period; returns whether `max_lines` was reached.
+    fn drain_retired(
+        &mut self,
+        lines: &mut Vec<Line>,
+        max_lines: usize,
+        notices: &mut Vec<TailNotice>,
+    ) -> io::Result<bool> {
+        let max_line_bytes = self.options.max_line_bytes;
+        for retired in &mut self.retired {
+            retired.read_into(lines, max_lines, max_line_bytes, notices)?;
+            if lines.len() >= max_lines {
+                return Ok(true);
+            }
+        }
+        let grace = self.options.rotated_grace;
+        self.retired.retain(|retired| {
+            if retired.last_growth.elapsed() < grace {
+                return true;
+            }
+            if !retired.partial.is_empty() {
+                notices.push(TailNotice::RetiredWithPartialLine {
+                    bytes: retired.partial.len(),
+                });
+            }
+            false
+        });
+        Ok(false)
+    }
+
+    /// Returns the path's siblings that may be uncompressed rotations of it: `<log>.*`.
+    fn siblings(&self) -> Vec<PathBuf> {
+        let (Some(name), dir) = (self.path.file_name(), self.path.parent()) else {
+            return Vec::new();
+        };
+        let dir = match dir {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let prefix = format!("{}.", name.to_string_lossy());
+        let Ok(entries) = fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                name.starts_with(&prefix) && !COMPRESSED.iter().any(|ext| name.ends_with(ext))
+            })
+            .map(|entry| entry.path())
+            .collect()
+    }
+
+    fn remember(&mut self, file: &Followed) {
+        self.known.remember(file.identity, file.fingerprint.clone());
+    }
+
+    /// Whether a file was met before: the same file with the same first line, or another file
+    /// beginning with a line already read (a copy of the log).
+    fn has_met(&self, file: &Followed) -> bool {
+        let mut open = self.current.iter().chain(&self.retired);
+        self.known
+            .files
+            .contains(&(file.identity, file.fingerprint.clone()))
+            || file
+                .fingerprint
+                .as_ref()
+                .is_some_and(|f| self.known.fingerprints.contains(f))
+            || open.any(|f| {
+                f.identity == file.identity
+                    || (file.fingerprint.is_some() && f.fingerprint == file.fingerprint)
+            })
+    }
+
+    /// Opens the rotations the path held between two reads: siblings never met, written since
+    /// the last look, with a first line never read; oldest last write first.
+    fn missed_rotations(&mut self, next: FileIdentity) -> Vec<Followed> {
+        let since = self.last_look.checked_sub(LOOK_SLACK).unwrap_or(UNIX_EPOCH);
+        let mut missed: Vec<(SystemTime, Followed)> = Vec::new();
+        for path in self.siblings() {
+            let Ok(meta) = fs::metadata(&path) else {
+                continue;
+            };
+            let identity = FileIdentity {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            };
+            let Ok(modified) = meta.modified() else {
+                continue;
+            };
+            if identity == next || modified < since {
+                continue;
+            }
+            match Followed::open(&path, 0) {
+                Ok(file) if !self.has_met(&file) => missed.push((modified, file)),
+                _ => {}
+            }
+        }
+        missed.sort_by_key(|(modified, _)| *modified);
+        let missed: Vec<Followed> = missed.into_iter().map(|(_, file)| file).collect();
+        for file in &missed {
+            self.remember(file);
+        }
+        missed
+    }
+
     /// Switches to a new file at the path once the current one is drained.
     ///
-    /// TODO: a file that is rotated in and out again between two reads (two rotations within
-    /// one wake-up, or while the sensor is down) is never opened, so its lines are missed.
+    /// A file the path held only between two reads (two rotations within one wake-up, or a
+    /// long batch) is found among the siblings as one never met, and read before the new one.
     fn follow_path_changes(
         &mut self,
         lines: &mut Vec<Line>,
         max_lines: usize,
         notices: &mut Vec<TailNotice>,
     ) -> io::Result<()> {
+        let looked = SystemTime::now();
         let identity = match FileIdentity::of_path(&self.path) {
             Ok(identity) => identity,
             // Renamed or deleted: keep draining the open file, a running dpkg still writes it.
@@ -429,6 +744,7 @@ impl Tailer {
             .as_ref()
             .is_some_and(|c| c.identity == identity)
         {
+            self.last_look = looked;
             return Ok(());
         }
 
@@ -439,10 +755,21 @@ impl Tailer {
         };
         if let Some(previous) = self.current.take() {
             notices.push(TailNotice::Rotated);
-            self.retired = Some(previous);
+            self.retired.push(previous);
         }
+        let missed = self.missed_rotations(fresh.identity);
+        self.retired.extend(missed);
+        if self.retired.len() > MAX_RETIRED {
+            let closed = self.retired.len() - MAX_RETIRED;
+            self.retired.drain(..closed);
+        }
+        self.remember(&fresh);
+        self.last_look = looked;
         // A file that appears after start is new: every line in it is unread.
         self.current = Some(fresh);
+        if self.drain_retired(lines, max_lines, notices)? {
+            return Ok(());
+        }
         if let Some(current) = self.current.as_mut() {
             current.read_into(lines, max_lines, self.options.max_line_bytes, notices)?;
         }
@@ -452,7 +779,7 @@ impl Tailer {
     /// Returns whether a rotated-away file is still being drained.
     #[must_use]
     pub fn is_draining_rotated(&self) -> bool {
-        self.retired.is_some()
+        !self.retired.is_empty()
     }
 
     /// Returns the files being followed — the one at the path, then a rotated-away one still
@@ -480,6 +807,54 @@ pub struct FollowedFile<'a> {
     pub position: Position,
     /// Whether it is the file at the followed path (not a rotated-away one).
     pub is_at_path: bool,
+}
+
+/// Finds the copy `copytruncate` left of a truncated log, positioned at `offset`: a sibling
+/// `<log>.*` that is another file than the log (`live`), begins with the line whose
+/// fingerprint the log had, and is at least `offset` long.
+///
+/// Lines written between logrotate's copy and its truncation are in neither file; this finds
+/// only what a copy holds. A copy compressed at once (`compress` without `delaycompress`) is
+/// not read.
+fn find_copy(
+    path: &Path,
+    live: FileIdentity,
+    fingerprint: Option<&str>,
+    offset: u64,
+) -> io::Result<Option<Followed>> {
+    let (Some(fingerprint), Some(name)) = (fingerprint, path.file_name()) else {
+        return Ok(None);
+    };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(None);
+    };
+    let mut best: Option<(u64, Followed)> = None;
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        let Ok(candidate) = Followed::open(&entry.path(), 0) else {
+            continue;
+        };
+        let len = candidate.file.metadata()?.len();
+        if candidate.identity != live
+            && candidate.fingerprint.as_deref() == Some(fingerprint)
+            && len >= offset
+            && best.as_ref().is_none_or(|(longest, _)| len > *longest)
+        {
+            best = Some((len, candidate));
+        }
+    }
+    let Some((_, mut copy)) = best else {
+        return Ok(None);
+    };
+    copy.seek_to(offset)?;
+    Ok(Some(copy))
 }
 
 /// Whether `followed` is the file `checkpoint` was taken in, still holding what was read.
@@ -621,6 +996,142 @@ mod tests {
         assert!(notices.contains(&TailNotice::Truncated));
     }
 
+    fn copy_and_truncate(log: &Path, copy: &Path) {
+        fs::copy(log, copy).expect("copy");
+        OpenOptions::new()
+            .write(true)
+            .open(log)
+            .and_then(|f| f.set_len(0))
+            .expect("truncate");
+    }
+
+    #[test]
+    fn lines_written_before_a_copytruncate_are_read_from_the_copy() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("dpkg.log");
+        append(&log, "2026-01-01 one\n");
+        fs::write(dir.path().join("dpkg.log.2"), "2025-12-01 older rotation\n").expect("old");
+        let (mut tailer, _) =
+            Tailer::open(log.clone(), None, options(StartAt::Beginning)).expect("open");
+        assert_eq!(read_all(&mut tailer), ["2026-01-01 one"]);
+
+        // Written and copied, but truncated before the tailer read them.
+        append(&log, "2026-01-01 two\n2026-01-01 three\n");
+        copy_and_truncate(&log, &dir.path().join("dpkg.log.1"));
+        append(&log, "2026-02-01 four\n");
+        assert_eq!(
+            read_all(&mut tailer),
+            ["2026-01-01 two", "2026-01-01 three", "2026-02-01 four"]
+        );
+        assert_eq!(read_all(&mut tailer), Vec::<String>::new());
+    }
+
+    #[test]
+    fn two_copytruncates_between_reads_lose_nothing_a_copy_holds() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("dpkg.log");
+        append(&log, "2026-01-01 one\n");
+        let (mut tailer, _) =
+            Tailer::open(log.clone(), None, options(StartAt::Beginning)).expect("open");
+        assert_eq!(read_all(&mut tailer), ["2026-01-01 one"]);
+
+        append(&log, "2026-01-01 two\n");
+        copy_and_truncate(&log, &dir.path().join("dpkg.log.1"));
+        append(&log, "2026-01-02 three\n");
+        copy_and_truncate(&log, &dir.path().join("dpkg.log.2"));
+        append(&log, "2026-01-03 four\n");
+        // The second copy's content was never seen at the path: it comes last.
+        assert_eq!(
+            read_all(&mut tailer),
+            ["2026-01-01 two", "2026-01-03 four", "2026-01-02 three"]
+        );
+        assert_eq!(read_all(&mut tailer), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_copytruncate_while_stopped_resumes_in_the_copy() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("dpkg.log");
+        append(&log, "2026-01-01 one\n");
+        let (mut tailer, _) =
+            Tailer::open(log.clone(), None, options(StartAt::Beginning)).expect("open");
+        assert_eq!(read_all(&mut tailer), ["2026-01-01 one"]);
+        let checkpoint = checkpoint_of(&tailer);
+        drop(tailer);
+
+        append(&log, "2026-01-01 two\n");
+        copy_and_truncate(&log, &dir.path().join("dpkg.log.1"));
+        append(&log, "2026-02-01 three\n");
+        let (mut tailer, notices) =
+            Tailer::open(log, Some(&checkpoint), options(StartAt::End)).expect("reopen");
+        assert!(notices.contains(&TailNotice::Truncated));
+        assert_eq!(
+            read_all(&mut tailer),
+            ["2026-01-01 two", "2026-02-01 three"]
+        );
+    }
+
+    fn rotate(log: &Path, to: &str) {
+        fs::rename(log, log.with_file_name(to)).expect("rotate");
+        append(log, "");
+    }
+
+    #[test]
+    fn a_file_rotated_in_and_out_between_two_reads_is_read_in_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("dpkg.log");
+        append(&log, "2026-01-01 a1\n");
+        let (mut tailer, _) =
+            Tailer::open(log.clone(), None, options(StartAt::Beginning)).expect("open");
+        assert_eq!(read_all(&mut tailer), ["2026-01-01 a1"]);
+
+        append(&log, "2026-01-01 a2\n");
+        rotate(&log, "dpkg.log.1");
+        append(&log, "2026-01-01 b1\n");
+        rotate(&log, "dpkg.log.2");
+        append(&log, "2026-01-01 c1\n");
+        assert_eq!(
+            read_all(&mut tailer),
+            ["2026-01-01 a2", "2026-01-01 b1", "2026-01-01 c1"]
+        );
+    }
+
+    #[test]
+    fn a_writer_still_on_a_file_rotated_twice_away_is_followed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("dpkg.log");
+        append(&log, "2026-01-01 a1\n");
+        let (mut tailer, _) =
+            Tailer::open(log.clone(), None, options(StartAt::Beginning)).expect("open");
+        let mut slow_writer = OpenOptions::new().append(true).open(&log).expect("writer");
+        assert_eq!(read_all(&mut tailer), ["2026-01-01 a1"]);
+
+        rotate(&log, "dpkg.log.1");
+        assert_eq!(read_all(&mut tailer), Vec::<String>::new());
+        rotate(&log, "dpkg.log.2");
+        assert_eq!(read_all(&mut tailer), Vec::<String>::new());
+        slow_writer.write_all(b"2026-01-01 a2\n").expect("write");
+        assert_eq!(read_all(&mut tailer), ["2026-01-01 a2"]);
+    }
+
+    #[test]
+    fn rotated_logs_older_than_the_tailer_are_never_read() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("dpkg.log");
+        fs::write(dir.path().join("dpkg.log.1"), "2025-12-01 old\n").expect("old log");
+        append(&log, "2026-01-01 a1\n");
+        let (mut tailer, _) =
+            Tailer::open(log.clone(), None, options(StartAt::Beginning)).expect("open");
+        assert_eq!(read_all(&mut tailer), ["2026-01-01 a1"]);
+
+        // logrotate shifts the old one away and writes it again (touching its times).
+        fs::rename(dir.path().join("dpkg.log.1"), dir.path().join("dpkg.log.2")).expect("shift");
+        append(&dir.path().join("dpkg.log.2"), "");
+        rotate(&log, "dpkg.log.1");
+        append(&log, "2026-02-01 b1\n");
+        assert_eq!(read_all(&mut tailer), ["2026-02-01 b1"]);
+    }
+
     #[test]
     fn truncation_regrown_past_offset_is_caught_by_fingerprint() {
         let dir = tempfile::tempdir().expect("dir");
@@ -756,7 +1267,11 @@ mod tests {
         Append(u8),
         Read,
         RenameRotate,
+        /// Two rotations with lines in between before the tailer reads again.
+        DoubleRotate(u8),
         CopyTruncate,
+        /// copytruncate as logrotate does it: a copy first.
+        CopyThenTruncate,
         DeleteRecreate,
         Restart,
     }
@@ -767,7 +1282,9 @@ mod tests {
             4 => (1_u8..20).prop_map(Step::Append),
             3 => Just(Step::Read),
             1 => Just(Step::RenameRotate),
+            1 => (1_u8..10).prop_map(Step::DoubleRotate),
             1 => Just(Step::CopyTruncate),
+            1 => Just(Step::CopyThenTruncate),
             1 => Just(Step::DeleteRecreate),
             1 => Just(Step::Restart),
         ]
@@ -791,6 +1308,14 @@ mod tests {
             let (mut written, mut expected, mut got) = (0_u32, Vec::new(), Vec::new());
             let mut unread = Vec::new();
             let mut rotations = 0;
+            // Lines in the live file, and whether the tailer has seen its first line: only
+            // then can it tell the file was copied and truncated under it.
+            let (mut live, mut known_first) = (0_usize, false);
+            // Lines only a copy holds, of content the tailer never saw: they may come back when
+            // the copy is met as a rotation the tailer missed, in no particular place.
+            let mut maybe = Vec::new();
+            // Lines a copy holds that the tailer reads there at its next look.
+            let mut from_copy = Vec::new();
 
             for step in steps {
                 match step {
@@ -803,11 +1328,14 @@ mod tests {
                             text.push('\n');
                             unread.push(line);
                         }
+                        live += usize::from(n);
                         append(&log, &text);
                     }
                     Step::Read => {
                         got.extend(read_all(&mut tailer));
+                        expected.append(&mut from_copy);
                         expected.append(&mut unread);
+                        known_first |= live > 0;
                     }
                     // The directory watch wakes the tailer on each rotation, so a read follows.
                     Step::RenameRotate => {
@@ -816,10 +1344,51 @@ mod tests {
                             .expect("rotate");
                         append(&log, "");
                         got.extend(read_all(&mut tailer));
+                        expected.append(&mut from_copy);
                         expected.append(&mut unread);
+                        (live, known_first) = (0, false);
+                    }
+                    Step::DoubleRotate(n) => {
+                        for _ in 0..2 {
+                            rotations += 1;
+                            fs::rename(&log, dir.path().join(format!("dpkg.log.{rotations}")))
+                                .expect("rotate");
+                            append(&log, "");
+                            let mut text = String::new();
+                            for _ in 0..n {
+                                written += 1;
+                                let line = format!("2026-01-01 00:00:00 line {written}");
+                                text.push_str(&line);
+                                text.push('\n');
+                                unread.push(line);
+                            }
+                            append(&log, &text);
+                        }
+                        got.extend(read_all(&mut tailer));
+                        expected.append(&mut from_copy);
+                        expected.append(&mut unread);
+                        (live, known_first) = (usize::from(n), true);
+                    }
+                    Step::CopyThenTruncate => {
+                        rotations += 1;
+                        fs::copy(&log, dir.path().join(format!("dpkg.log.{rotations}")))
+                            .expect("copy");
+                        OpenOptions::new()
+                            .write(true)
+                            .open(&log)
+                            .and_then(|f| f.set_len(0))
+                            .expect("truncate");
+                        // Unseen, the file's old content cannot be told from new content.
+                        if known_first {
+                            from_copy.append(&mut unread);
+                        } else {
+                            maybe.append(&mut unread);
+                        }
+                        (live, known_first) = (0, false);
                     }
                     Step::CopyTruncate => {
                         unread.clear();
+                        (live, known_first) = (0, false);
                         OpenOptions::new()
                             .write(true)
                             .open(&log)
@@ -830,21 +1399,31 @@ mod tests {
                         fs::remove_file(&log).expect("delete");
                         append(&log, "");
                         got.extend(read_all(&mut tailer));
+                        expected.append(&mut from_copy);
                         expected.append(&mut unread);
+                        (live, known_first) = (0, false);
                     }
                     Step::Restart => {
                         got.extend(read_all(&mut tailer));
+                        expected.append(&mut from_copy);
                         expected.append(&mut unread);
                         let saved = tailer.position().map(|p| {
                             Checkpoint::new(log.clone(), p.identity, p.fingerprint, p.offset)
                         });
                         drop(tailer);
                         tailer = open(saved.as_ref());
+                        known_first = live > 0;
                     }
                 }
             }
             got.extend(read_all(&mut tailer));
-            expected.append(&mut unread);
+            expected.append(&mut from_copy);
+                        expected.append(&mut unread);
+            for line in &maybe {
+                let copies = got.iter().filter(|g| *g == line).count();
+                proptest::prop_assert!(copies <= 1, "{line} read {copies} times");
+            }
+            got.retain(|line| !maybe.contains(line));
             proptest::prop_assert_eq!(got, expected);
         }
     }

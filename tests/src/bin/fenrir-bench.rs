@@ -13,11 +13,14 @@
 //!   covering the logs, one user's last week, and one package over the whole year;
 //! - the kernel tracer's cost: in-kernel nanoseconds per run of its programs (from the
 //!   sensor's own `/proc/<pid>/fdinfo`, with `kernel.bpf_stats_enabled`) and the wall time of
-//!   many fork+execs with and without a running sensor;
+//!   many fork+execs with nothing attached, with a running sensor, and with an auditd execve
+//!   rule (Debian's auditd, run with a configuration of its own), in rotating rounds;
+//! - resident memory of the sensor with its tracer beside auditd's after those execs;
 //! - the rule engine's cost per event, in process, beside serializing the same event.
 //!
 //! The machine is shared and noisy: every figure is measured several times in one run and shown
-//! as min / median / max, and comparisons are ratios from the same run.
+//! as min / median / max, each beside its baseline from the same run, and comparisons are
+//! ratios from that run.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -32,6 +35,8 @@ use anyhow::{bail, Context as _};
 
 /// Appends measured for the latency figure.
 const LATENCY_APPENDS: usize = 2000;
+/// Appends measured with the default SSH correlation, each held about `log_delay_ms`.
+const HELD_LATENCY_APPENDS: usize = 200;
 /// Appends measured against the polling reader (each waits up to one poll period).
 const POLL_APPENDS: usize = 10;
 const POLL_PERIOD: Duration = Duration::from_secs(2);
@@ -53,12 +58,14 @@ fn main() -> anyhow::Result<()> {
     let binary = sensor_binary()?;
     let work = tempfile::Builder::new().prefix("fenrir-bench-").tempdir()?;
     println!("fenrir benchmark — {}", binary.display());
-    println!(
-        "{:<44} {:>12} {:>12} {:>12}",
-        "figure", "min", "median", "max"
-    );
 
-    let latency = append_latency(&binary, work.path())?;
+    let latency = append_latency(&binary, work.path(), Correlation::Off, LATENCY_APPENDS)?;
+    let held = append_latency(
+        &binary,
+        work.path(),
+        Correlation::Default,
+        HELD_LATENCY_APPENDS,
+    )?;
     let polling = polling_latency(work.path())?;
     let replay = replay_throughput(&binary, work.path())?;
     let query = query_figures(&binary, work.path())?;
@@ -67,32 +74,57 @@ fn main() -> anyhow::Result<()> {
     let kernel = kernel_figures(&binary, work.path())?;
     let rules = fenrir_tests::rule_cost::measure()?;
 
-    row("append→event p50 (µs)", &latency.p50);
-    row("append→event p99 (µs)", &latency.p99);
-    row("2 s polling reader append→read (µs)", &polling);
-    row("replay throughput (MB/s)", &replay);
-    row("query --since 24h (ms)", &query.day);
+    println!();
+    println!(
+        "{:<44} {:>26}   {:>26}  baseline",
+        "figure", "fenrir min / median / max", "baseline min / median / max"
+    );
+    latency_rows(&latency, &held, &polling);
+    row("replay throughput (MB/s)", &replay, None);
+    row("query --since 24h (ms)", &query.day, None);
     row(
         "query --since 24h, logs not covered (ms)",
         &query.day_uncovered,
+        None,
     );
-    row("query --since 7d --user (ms)", &query.user_week);
-    row("query --package, whole year (ms)", &query.package_year);
+    row("query --since 7d --user (ms)", &query.user_week, None);
+    row(
+        "query --package, whole year (ms)",
+        &query.package_year,
+        None,
+    );
     row(
         "query --package, year, logs not covered (ms)",
         &query.package_year_uncovered,
+        None,
     );
-    row("run RSS after 3×10k-line bursts (kB)", &rss);
-    row("verify cost per MB (ms)", &verify.fenrir);
-    row("md5sum + sha256sum per MB (ms)", &verify.coreutils);
+    row(
+        "query throughput, whole store (k events/s)",
+        &query.store_throughput(),
+        None,
+    );
+    row("run RSS, log only, after 3×10k lines (kB)", &rss, None);
+    row(
+        "verify cost per MB (ms)",
+        &verify.fenrir,
+        Some((&verify.coreutils, "md5sum + sha256sum")),
+    );
     match &kernel {
         Kernel::Measured(figures) => figures.print_rows(),
         Kernel::Skipped(reason) => println!("skipping: {reason}"),
     }
 
+    row(
+        "rule engine per event (ns)",
+        &rules.evaluate_ns,
+        Some((&rules.serialize_ns, "event → JSON line")),
+    );
     let p50 = median(&latency.p50);
     println!();
-    println!("targets: p50 ≤ 300 µs, p99 ≤ 2000 µs, replay ≥ 200 MB/s, RSS ≤ 16384 kB");
+    println!(
+        "targets: p50 ≤ 300 µs, p99 ≤ 2000 µs (SSH correlation off), replay ≥ 200 MB/s, \
+         RSS ≤ 16384 kB"
+    );
     println!("         query ≤ 500 ms over 1 M stored events and a year of logs");
     println!("         exec program ≤ 1500 ns/run, fork+exec slowdown ≤ 1 %");
     println!(
@@ -106,13 +138,36 @@ fn main() -> anyhow::Result<()> {
     if let Kernel::Measured(figures) = &kernel {
         figures.print_summary();
     }
-    row("rule engine per event (ns)", &rules.evaluate_ns);
-    row("event → JSON line per event (ns)", &rules.serialize_ns);
     println!(
         "rule engine / JSON line per event, medians: {:.2}×",
         median(&rules.evaluate_ns) / median(&rules.serialize_ns).max(1e-9)
     );
     Ok(())
+}
+
+/// Prints the latency rows, each beside the polling reader.
+fn latency_rows(latency: &Latency, held: &Latency, polling: &[f64]) {
+    let poller = "2 s polling reader, per append";
+    row(
+        "append→event p50 (µs)",
+        &latency.p50,
+        Some((polling, poller)),
+    );
+    row(
+        "append→event p99 (µs)",
+        &latency.p99,
+        Some((polling, poller)),
+    );
+    row(
+        "append→event p50, SSH correlation (µs)",
+        &held.p50,
+        Some((polling, poller)),
+    );
+    row(
+        "append→event p99, SSH correlation (µs)",
+        &held.p99,
+        Some((polling, poller)),
+    );
 }
 
 fn sensor_binary() -> anyhow::Result<PathBuf> {
@@ -133,17 +188,34 @@ fn sensor_binary() -> anyhow::Result<PathBuf> {
     Ok(candidate)
 }
 
-fn row(name: &str, samples: &[f64]) {
+/// Prints one figure as min / median / max, with its baseline beside it.
+fn row(name: &str, samples: &[f64], baseline: Option<(&[f64], &str)>) {
+    match baseline {
+        Some((base, what)) => println!(
+            "{name:<44} {:>26}   {:>26}  {what}",
+            spread(samples),
+            spread(base)
+        ),
+        None => println!("{name:<44} {:>26}", spread(samples)),
+    }
+}
+
+fn row_beside(name: &str, samples: &[f64], baseline: Option<&(Vec<f64>, &str)>) {
+    row(
+        name,
+        samples,
+        baseline.map(|(values, what)| (values.as_slice(), *what)),
+    );
+}
+
+fn spread(samples: &[f64]) -> String {
     let mut sorted = samples.to_vec();
     sorted.sort_by(f64::total_cmp);
     let (min, max) = (
         sorted.first().copied().unwrap_or(0.0),
         sorted.last().copied().unwrap_or(0.0),
     );
-    println!(
-        "{name:<44} {min:>12.1} {:>12.1} {max:>12.1}",
-        median(&sorted)
-    );
+    format!("{min:.1} / {:.1} / {max:.1}", median(&sorted))
 }
 
 fn median(samples: &[f64]) -> f64 {
@@ -186,6 +258,17 @@ struct RunningSensor {
 impl RunningSensor {
     /// Starts the sensor on `log` and waits until it reports `sensor ready`.
     fn start(binary: &Path, dir: &Path, log: &Path, tracer: Tracer) -> anyhow::Result<Self> {
+        Self::start_with(binary, dir, log, tracer, &[])
+    }
+
+    /// Like [`RunningSensor::start`], with more arguments for `fenrir-sensor run`.
+    fn start_with(
+        binary: &Path,
+        dir: &Path,
+        log: &Path,
+        tracer: Tracer,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let state = dir.join(format!(
             "state-{}",
             log.file_name()
@@ -209,6 +292,7 @@ impl RunningSensor {
         if tracer == Tracer::Off {
             command.arg("--no-ebpf");
         }
+        command.args(extra);
         let mut child = command
             .arg("--dpkg-log")
             .arg(log)
@@ -285,22 +369,43 @@ impl Drop for RunningSensor {
 }
 
 /// A real dpkg line that produces exactly one event and leaves no install pending.
+/// A removal line stamped now, as dpkg stamps its lines.
 fn remove_line(n: usize) -> String {
-    format!("2026-05-03 14:32:11 remove bench-pkg-{n}:amd64 1.{n}-1 <none>\n")
+    let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
+    format!("{now} remove bench-pkg-{n}:amd64 1.{n}-1 <none>\n")
 }
 
-fn append_latency(binary: &Path, dir: &Path) -> anyhow::Result<Latency> {
-    let log = dir.join("latency.log");
+/// Whether the measured sensor correlates changes with SSH logins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Correlation {
+    /// `--no-ssh`: the pipeline alone.
+    Off,
+    /// The default: every recent change waits until the login source has been read
+    /// `log_delay_ms` after it, so a login logged just before it counts.
+    Default,
+}
+
+fn append_latency(
+    binary: &Path,
+    dir: &Path,
+    correlation: Correlation,
+    appends: usize,
+) -> anyhow::Result<Latency> {
+    let log = dir.join(format!("latency-{correlation:?}.log"));
     File::create(&log)?;
-    let mut sensor = RunningSensor::start(binary, dir, &log, Tracer::Off)?;
+    let extra: &[&str] = match correlation {
+        Correlation::Off => &["--no-ssh"],
+        Correlation::Default => &[],
+    };
+    let mut sensor = RunningSensor::start_with(binary, dir, &log, Tracer::Off, extra)?;
     let mut writer = OpenOptions::new().append(true).open(&log)?;
 
     let mut p50 = Vec::new();
     let mut p99 = Vec::new();
     let mut line = String::new();
     for round in 0..5 {
-        let mut samples = Vec::with_capacity(LATENCY_APPENDS / 5);
-        for i in 0..LATENCY_APPENDS / 5 {
+        let mut samples = Vec::with_capacity(appends / 5);
+        for i in 0..appends / 5 {
             let text = remove_line(round * 100_000 + i);
             let start = Instant::now();
             // One write per line, as dpkg does on its O_APPEND handle.
@@ -538,6 +643,19 @@ struct QueryFigures {
     package_year_uncovered: Vec<f64>,
     user_week: Vec<f64>,
     package_year: Vec<f64>,
+}
+
+impl QueryFigures {
+    /// Thousands of stored events a second that a query over the whole year reads, when the
+    /// store covers the logs.
+    fn store_throughput(&self) -> Vec<f64> {
+        #[expect(clippy::cast_precision_loss, reason = "figures for display")]
+        let events = STORED_EVENTS as f64;
+        self.package_year
+            .iter()
+            .map(|ms| events / ms.max(f64::MIN_POSITIVE))
+            .collect()
+    }
 }
 
 /// Writes twelve months of dpkg log from the corpus lines, oldest first, lines spread evenly
@@ -793,35 +911,71 @@ struct KernelFigures {
     exec_ns: Vec<f64>,
     fork_ns: Vec<f64>,
     exit_ns: Vec<f64>,
-    /// Wall time of one round of fork+execs, in ms.
+    /// Wall time of one round of fork+execs, in ms: nothing attached, the sensor, auditd.
     without_ms: Vec<f64>,
     with_ms: Vec<f64>,
+    audit_ms: Vec<f64>,
     rss: Vec<f64>,
+    audit_rss: Vec<f64>,
+    /// Why auditd could not be compared here, if so.
+    audit_skipped: Option<String>,
     /// Other processes' programs on the exec tracepoint when the figures were taken.
     foreign_programs: usize,
 }
 
 impl KernelFigures {
     fn print_rows(&self) {
-        row("run+eBPF RSS after 3×10k-line bursts (kB)", &self.rss);
-        row("exec program, untracked exec (ns/run)", &self.exec_ns);
-        row("fork program (ns/run)", &self.fork_ns);
-        row("exit program (ns/run)", &self.exit_ns);
+        let compared = !self.audit_ms.is_empty();
+        let auditd = |values: &[f64]| -> Option<(Vec<f64>, &'static str)> {
+            compared.then(|| (values.to_vec(), "auditd, execve rule"))
+        };
+        row_beside(
+            "run+eBPF RSS after 3×10k lines / auditd (kB)",
+            &self.rss,
+            auditd(&self.audit_rss).as_ref(),
+        );
+        row("exec program, untracked exec (ns/run)", &self.exec_ns, None);
+        row("fork program (ns/run)", &self.fork_ns, None);
+        row("exit program (ns/run)", &self.exit_ns, None);
         row(
-            &format!("{EXECS_PER_ROUND} fork+exec /bin/true, no sensor (ms)"),
+            &format!("{EXECS_PER_ROUND} fork+exec /bin/true, nothing (ms)"),
             &self.without_ms,
+            None,
         );
-        row(
-            &format!("{EXECS_PER_ROUND} fork+exec /bin/true, sensor+eBPF (ms)"),
+        row_beside(
+            &format!("{EXECS_PER_ROUND} fork+exec /bin/true, watched (ms)"),
             &self.with_ms,
+            auditd(&self.audit_ms).as_ref(),
         );
-        let paired: Vec<f64> = self
-            .with_ms
-            .iter()
-            .zip(&self.without_ms)
-            .map(|(with, without)| (with / without - 1.0) * 100.0)
-            .collect();
-        row("fork+exec slowdown, paired rounds (%)", &paired);
+        let slowdown = |watched: &[f64]| -> Vec<f64> {
+            watched
+                .iter()
+                .zip(&self.without_ms)
+                .map(|(with, without)| (with / without - 1.0) * 100.0)
+                .collect()
+        };
+        let per_exec = |watched: &[f64]| -> Vec<f64> {
+            #[expect(clippy::cast_precision_loss, reason = "figures for display")]
+            let execs = EXECS_PER_ROUND as f64;
+            watched
+                .iter()
+                .zip(&self.without_ms)
+                .map(|(with, without)| (with - without) * 1e3 / execs)
+                .collect()
+        };
+        row_beside(
+            "fork+exec slowdown, paired rounds (%)",
+            &slowdown(&self.with_ms),
+            auditd(&slowdown(&self.audit_ms)).as_ref(),
+        );
+        row_beside(
+            "added wall time per fork+exec (µs)",
+            &per_exec(&self.with_ms),
+            auditd(&per_exec(&self.audit_ms)).as_ref(),
+        );
+        if let Some(reason) = &self.audit_skipped {
+            println!("skipping: auditd comparison: {reason}");
+        }
     }
 
     fn print_summary(&self) {
@@ -830,10 +984,17 @@ impl KernelFigures {
             "fork+exec with sensor / without, ratio of medians: {ratio:.4} ({:+.2} %)",
             (ratio - 1.0) * 100.0
         );
+        if !self.audit_ms.is_empty() {
+            let audit = median(&self.audit_ms) / median(&self.without_ms).max(f64::MIN_POSITIVE);
+            println!(
+                "fork+exec with an auditd execve rule / without: {audit:.4} ({:+.2} %)",
+                (audit - 1.0) * 100.0
+            );
+        }
         if self.foreign_programs > 0 {
             println!(
                 "note: {} other program(s) on sched_process_exec were attached on this host \
-                 and ran on both sides",
+                 and ran on every side",
                 self.foreign_programs
             );
         }
@@ -872,22 +1033,38 @@ fn kernel_figures(binary: &Path, dir: &Path) -> anyhow::Result<Kernel> {
         exit_ns: Vec::new(),
         without_ms: Vec::new(),
         with_ms: Vec::new(),
+        audit_ms: Vec::new(),
         rss,
+        audit_rss: Vec::new(),
+        audit_skipped: None,
         foreign_programs,
     };
+    let mut auditd = match Auditd::start(dir)? {
+        Ok(auditd) => Some(auditd),
+        Err(reason) => {
+            figures.audit_skipped = Some(reason);
+            None
+        }
+    };
 
-    // Both sides run with statistics on, so its own small cost cannot pass for the sensor's.
+    // Every side runs with statistics on, so their own small cost cannot pass for the sensor's.
     let _stats = BpfStats::enable()?;
     for round in 0..EXEC_ROUNDS {
-        // Swap the order every round so that drift of the shared machine hits both sides.
-        if round % 2 == 0 {
-            figures.without_ms.push(exec_burst()?);
-            traced_round(binary, dir, &log, &mut figures)?;
-        } else {
-            traced_round(binary, dir, &log, &mut figures)?;
-            figures.without_ms.push(exec_burst()?);
+        // Rotate the order every round so that drift of the shared machine hits every side.
+        for side in (0..3).map(|n| (n + round) % 3) {
+            match side {
+                0 => figures.without_ms.push(exec_burst()?),
+                1 => traced_round(binary, dir, &log, &mut figures)?,
+                _ => {
+                    if let Some(auditd) = auditd.as_mut() {
+                        figures.audit_ms.push(auditd.with_execve_rule(exec_burst)??);
+                        figures.audit_rss.push(rss_kb(auditd.pid())?);
+                    }
+                }
+            }
         }
     }
+    drop(auditd);
     Ok(Kernel::Measured(figures))
 }
 
@@ -1047,4 +1224,175 @@ fn foreign_exec_programs(sensor: u32) -> usize {
                 .count()
         })
         .sum()
+}
+
+/// The audit rule the comparison adds, and removes again: every execve of the native ABI.
+const AUDIT_RULE: [&str; 7] = [
+    "always,exit",
+    "-F",
+    "arch=b64",
+    "-S",
+    "execve",
+    "-k",
+    "fenrir-bench",
+];
+
+/// Debian's auditd, started by the bench with a configuration of its own in a temporary
+/// directory, so it writes nowhere else and starts no plugin.
+///
+/// Stopped when dropped, with the rule removed and the kernel's audit switch as it was; an
+/// auditd that already runs on the host is never touched (the comparison is skipped).
+struct Auditd {
+    child: Child,
+    enabled_before: String,
+    rule_added: bool,
+}
+
+impl Auditd {
+    /// Starts auditd, or returns why the comparison cannot run here.
+    fn start(dir: &Path) -> anyhow::Result<Result<Self, String>> {
+        let Ok(status) = audit_status() else {
+            return Ok(Err(
+                "auditctl cannot talk to the kernel's audit subsystem".to_owned()
+            ));
+        };
+        if !Path::new("/sbin/auditd").exists() {
+            return Ok(Err(
+                "auditd is not installed (cargo xtask bench installs it)".to_owned(),
+            ));
+        }
+        match status.get("pid").map(String::as_str) {
+            Some("0") | None => {}
+            Some(pid) => {
+                return Ok(Err(format!(
+                    "an auditd already runs (pid {pid}); the bench leaves it alone"
+                )))
+            }
+        }
+        let enabled_before = status.get("enabled").cloned().unwrap_or_else(|| "0".into());
+
+        let config = dir.join("audit");
+        fs::create_dir_all(config.join("plugins.d"))?;
+        fs::write(
+            config.join("auditd.conf"),
+            format!(
+                "local_events = yes\nwrite_logs = yes\nlog_file = {log}\nlog_format = ENRICHED\n\
+                 flush = INCREMENTAL_ASYNC\nfreq = 50\nmax_log_file = 1024\nnum_logs = 1\n\
+                 max_log_file_action = IGNORE\nspace_left = 2\nspace_left_action = IGNORE\n\
+                 admin_space_left = 1\nadmin_space_left_action = IGNORE\n\
+                 disk_full_action = IGNORE\ndisk_error_action = IGNORE\nq_depth = 2000\n\
+                 overflow_action = IGNORE\nplugin_dir = {plugins}\nend_of_event_timeout = 2\n",
+                log = config.join("audit.log").display(),
+                plugins = config.join("plugins.d").display(),
+            ),
+        )?;
+        fs::set_permissions(
+            config.join("auditd.conf"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o640),
+        )?;
+        let child = Command::new("/sbin/auditd")
+            .arg("-n")
+            .arg("-c")
+            .arg(&config)
+            .args(["-s", "nochange"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("failed to start auditd")?;
+        let auditd = Self {
+            child,
+            enabled_before,
+            rule_added: false,
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let pid = auditd.pid().to_string();
+        while audit_status()?.get("pid") != Some(&pid) {
+            if Instant::now() > deadline {
+                return Ok(Err("auditd did not register with the kernel".to_owned()));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Ok(auditd))
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Runs `work` with auditing on and the execve rule in place, and takes both away after.
+    fn with_execve_rule<T>(&mut self, work: impl FnOnce() -> T) -> anyhow::Result<T> {
+        auditctl(&["-e", "1"])?;
+        auditctl(&rule_args("-a"))?;
+        self.rule_added = true;
+        let result = work();
+        self.remove_rule();
+        auditctl(&["-e", "0"])?;
+        Ok(result)
+    }
+
+    fn remove_rule(&mut self) {
+        if std::mem::take(&mut self.rule_added) {
+            if let Err(error) = auditctl(&rule_args("-d")) {
+                eprintln!("failed to remove the bench's audit rule: {error:#}");
+            }
+        }
+    }
+}
+
+/// `auditctl <verb> always,exit -F arch=b64 -S execve -k fenrir-bench`.
+fn rule_args(verb: &str) -> Vec<&str> {
+    std::iter::once(verb).chain(AUDIT_RULE).collect()
+}
+
+impl Drop for Auditd {
+    fn drop(&mut self) {
+        self.remove_rule();
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let _ = self.child.wait();
+        if let Err(error) = auditctl(&["-e", &self.enabled_before]) {
+            eprintln!(
+                "failed to set the audit switch back to {}: {error:#}",
+                self.enabled_before
+            );
+        }
+    }
+}
+
+fn auditctl(args: &[&str]) -> anyhow::Result<()> {
+    let output = Command::new("auditctl")
+        .args(args)
+        .output()
+        .context("failed to run auditctl")?;
+    if !output.status.success() {
+        bail!(
+            "auditctl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// `auditctl -s` as key and value.
+fn audit_status() -> anyhow::Result<HashMap<String, String>> {
+    let output = Command::new("auditctl")
+        .arg("-s")
+        .output()
+        .context("failed to run auditctl")?;
+    if !output.status.success() {
+        bail!("auditctl -s failed");
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            Some((key.to_owned(), value.trim().to_owned()))
+        })
+        .collect())
 }

@@ -201,6 +201,11 @@ pub fn executable_key(path: &Path) -> io::Result<ExecutableKey> {
     Ok(ExecutableKey::new(major as u32, minor as u32, meta.ino()))
 }
 
+// TODO: on an overlay file system (a container's root) stat() names the overlay's device
+// while the kernel program keys the exec'd file by the file behind it, so package managers
+// there are not recognised and their changes have no actor; registering the underlying file's
+// identity too (as /proc/self/maps shows it for a mapping of the executable) would fix it.
+
 /// Cumulative run statistics of one kernel program (needs `kernel.bpf_stats_enabled=1`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProgramStats {

@@ -1,0 +1,235 @@
+//! `--format ecs` on real events: a dpkg run traced by the kernel, and a replayed history, come
+//! out as Elastic Common Schema documents with the package, the change, the process and the
+//! user where ECS keeps them.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use fenrir_tests::dpkg::{require_root, PackageSpec, Sandbox};
+use fenrir_tests::sensor::{binary, Sensor};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The login uid the dpkg runs of the live test carry: `nobody`, present on every Debian host.
+const LOGIN_UID: u32 = 65534;
+
+fn text<'a>(doc: &'a Value, path: &str) -> &'a str {
+    path.split('.')
+        .fold(doc, |value, key| &value[key])
+        .as_str()
+        .unwrap_or_else(|| panic!("{path} is text in {doc:#}"))
+}
+
+/// Orders severities from INFO to CRITICAL.
+fn rank(severity: &Value) -> usize {
+    let names = ["INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL"];
+    names
+        .iter()
+        .position(|name| severity == name)
+        .unwrap_or_else(|| panic!("a severity: {severity}"))
+}
+
+/// Runs dpkg on the sandbox as root from a session whose audit login uid is `LOGIN_UID`.
+fn dpkg_from_a_login(sandbox: &Sandbox, args: &str) -> anyhow::Result<()> {
+    let script = format!(
+        "echo {LOGIN_UID} > /proc/self/loginuid && exec /usr/bin/dpkg --root={} --log={} \
+         --force-script-chrootless {args}",
+        sandbox.root().display(),
+        sandbox.log().display(),
+    );
+    let output = Command::new("/bin/sh").args(["-c", &script]).output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "dpkg {args} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+#[test]
+fn traced_changes_become_ecs_documents_with_package_process_and_user() -> anyhow::Result<()> {
+    if !require_root("the ECS end-to-end test") {
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    let args: Vec<String> = [
+        "run",
+        "--no-journald",
+        "--format",
+        "ecs",
+        "--host",
+        "ecs-host",
+        "--dpkg-log",
+        &sandbox.log().display().to_string(),
+        "--dpkg-admindir",
+        &sandbox.admin_dir().display().to_string(),
+        "--state-dir",
+        &sandbox.path().join("state").display().to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let sensor = Sensor::start(&args)?;
+    let traced = sensor.stderr().contains("attribution=true");
+
+    let v1 = sandbox.build(&PackageSpec::new("fenrir-ecs", "1.0-1"))?;
+    let v2 = sandbox.build(&PackageSpec::new("fenrir-ecs", "1.1-1"))?;
+    dpkg_from_a_login(&sandbox, &format!("-i {}", v1.display()))?;
+    dpkg_from_a_login(&sandbox, &format!("-i {}", v2.display()))?;
+    dpkg_from_a_login(&sandbox, "-r fenrir-ecs")?;
+    let docs = sensor.events(3, WAIT)?;
+
+    let log = fs::read_to_string(sandbox.log())?;
+    let expected = [
+        ("package_install", "installation", "1.0-1"),
+        ("package_upgrade", "change", "1.1-1"),
+        ("package_remove", "deletion", "1.1-1"),
+    ];
+    let mut ids = BTreeSet::new();
+    for (doc, (action, kind, version)) in docs.iter().zip(expected) {
+        // A rule that raised the severity (a package from a local file) makes it an alert.
+        let raised = doc["fenrir"]["rules"]
+            .as_array()
+            .is_some_and(|rules| rules.iter().any(|r| rank(&r["to"]) > rank(&r["from"])));
+        let expected_kind = if raised { "alert" } else { "event" };
+        assert_eq!(doc["event"]["kind"], expected_kind, "{doc:#}");
+        if raised {
+            assert!(doc["rule"]["name"].is_array(), "{doc:#}");
+        }
+        assert_eq!(doc["event"]["category"], serde_json::json!(["package"]));
+        assert_eq!(doc["event"]["type"], serde_json::json!([kind]));
+        assert_eq!(doc["event"]["action"], action);
+        assert_eq!(doc["event"]["outcome"], "success");
+        assert_eq!(doc["event"]["provider"], "dpkg");
+        assert!(doc["event"]["severity"].is_u64());
+        assert!(doc["event"]["risk_score"].is_f64());
+        assert!(ids.insert(text(doc, "event.id").to_owned()), "ids differ");
+        assert!(text(doc, "@timestamp").ends_with('Z'));
+        assert_eq!(doc["ecs"]["version"], "8.17.0");
+        assert_eq!(doc["package"]["name"], "fenrir-ecs");
+        assert_eq!(doc["package"]["version"], version);
+        assert_eq!(doc["package"]["architecture"], "all");
+        assert_eq!(doc["package"]["type"], "deb");
+        assert_eq!(doc["host"]["name"], "ecs-host");
+        assert_eq!(doc["observer"]["product"], "fenrir-sensor");
+        assert_eq!(doc["fenrir"]["category"], action);
+        assert!(text(doc, "message").contains("fenrir-ecs"));
+        let original = text(doc, "event.original");
+        assert!(
+            log.lines().any(|line| line == original),
+            "event.original is a line of the log: {original}"
+        );
+
+        if !traced {
+            assert!(doc.get("process").is_none() && doc.get("user").is_none());
+            continue;
+        }
+        assert_eq!(doc["user"]["name"], "nobody", "the login user: {doc:#}");
+        assert_eq!(doc["user"]["id"], LOGIN_UID.to_string());
+        assert_eq!(doc["user"]["effective"]["id"], "0");
+        assert_eq!(
+            doc["related"]["user"],
+            serde_json::json!(["nobody", "root"])
+        );
+        let process = &doc["process"];
+        assert_eq!(process["name"], "dpkg");
+        assert_eq!(process["executable"], "/usr/bin/dpkg");
+        assert_eq!(process["real_user"]["name"], "root");
+        assert_eq!(
+            process["pid"], doc["fenrir"]["actor"]["pid"],
+            "the dpkg process"
+        );
+        assert!(text(doc, "process.command_line").contains("--force-script-chrootless"));
+        assert!(process["parent"]["pid"].is_u64());
+    }
+    if !traced {
+        println!("skipping: no kernel tracer here; process and user fields were not checked");
+    }
+    Ok(())
+}
+
+/// Replays `file` in `format` and returns one JSON value per line.
+fn replay(file: &Path, format: &str) -> anyhow::Result<Vec<Value>> {
+    let output = Command::new(binary()?)
+        .args([
+            "replay",
+            "--no-apt-history",
+            "--host",
+            "replayed",
+            "--format",
+        ])
+        .arg(format)
+        .arg(file)
+        .output()
+        .context("failed to run the replay")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)?
+        .lines()
+        .map(|line| Ok(serde_json::from_str(line)?))
+        .collect()
+}
+
+#[test]
+fn replayed_histories_keep_every_event_in_ecs() -> anyhow::Result<()> {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/dpkg");
+    // Between them: installs, reinstalls, upgrades, removals and installs that failed.
+    let files = [
+        "fox-it__dissect.target__tests___data__plugins__os__unix__linux__debian__dpkg__dpkg.log",
+        "lucchouina__RimRoot_Ubuntu_12.04lts_x86_64__var__log__dpkg.log",
+        "Ornias1993__truecommand-dump__var__log__dpkg.log",
+    ];
+    if !corpus.join(files[0]).exists() {
+        println!("skipping: the shared corpus is not at {}", corpus.display());
+        return Ok(());
+    }
+    let mut categories = BTreeSet::new();
+    for file in files {
+        let path = corpus.join(file);
+        let fenrir = replay(&path, "fenrir")?;
+        let ecs = replay(&path, "ecs")?;
+        assert!(fenrir.len() > 100, "{file}: {} events", fenrir.len());
+        assert_eq!(ecs.len(), fenrir.len(), "{file}: one document per event");
+
+        for (event, doc) in fenrir.iter().zip(&ecs) {
+            let category = text(event, "category");
+            categories.insert(category.to_owned());
+            assert_eq!(doc["fenrir"]["category"], category);
+            assert_eq!(doc["event"]["action"], category);
+            let (kind, outcome) = match category {
+                "package_install" | "package_reinstall" => ("installation", "success"),
+                "package_install_failed" => ("installation", "failure"),
+                "package_upgrade" | "package_downgrade" => ("change", "success"),
+                "package_remove" | "package_purge" | "package_disappear" => ("deletion", "success"),
+                other => panic!("unexpected category {other}"),
+            };
+            assert_eq!(doc["event"]["type"], serde_json::json!([kind]));
+            assert_eq!(doc["event"]["outcome"], outcome);
+            assert_eq!(doc["package"]["name"], event["parsed_data"]["package"]);
+            assert_eq!(doc["event"]["original"], event["raw_line"]);
+            assert_eq!(doc["message"], event["description"]);
+            assert_eq!(
+                chrono_utc(text(doc, "@timestamp")),
+                chrono_utc(text(event, "parsed_data.timestamp")),
+                "the same instant in UTC"
+            );
+        }
+    }
+    assert_eq!(categories.len(), 5, "{categories:?}");
+    Ok(())
+}
+
+/// Parses an RFC 3339 time to seconds since the epoch, with its offset applied.
+fn chrono_utc(text: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|err| panic!("{text} is RFC 3339: {err}"))
+        .timestamp()
+}
