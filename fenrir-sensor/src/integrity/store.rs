@@ -30,12 +30,16 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tracing::warn;
 
 use super::check::FileKind;
 use super::sums::hex;
 
 /// The hash before the first record.
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// The longest unfinished last line taken for a torn append: a record of a package with
+/// tens of thousands of files.
+const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
 /// One file as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,8 +126,6 @@ impl Scan {
 /// The record store in one state directory.
 ///
 /// TODO: the store is never compacted; it grows by about 150 bytes per file per install.
-/// TODO: an append cut short by a crash leaves a partial last line that the next append
-/// continues, so that record reads as broken and the chain check reports it.
 #[derive(Debug)]
 pub struct RecordStore {
     path: PathBuf,
@@ -265,7 +267,19 @@ impl RecordStore {
             .map_err(write_error)?;
         let mut locked = Flock::lock(file, FlockArg::LockExclusive)
             .map_err(|(_, errno)| write_error(io::Error::from(errno)))?;
-        let len = locked.metadata().map_err(write_error)?.len();
+        let mut len = locked.metadata().map_err(write_error)?.len();
+
+        // A crash in the middle of an append leaves part of a line past the last head written;
+        // the record never counted, and the chain goes on from the last whole one.
+        if let Some(torn) = self.torn_tail(&locked, len).map_err(write_error)? {
+            locked.set_len(torn).map_err(write_error)?;
+            warn!(
+                path = %self.path.display(),
+                bytes = len - torn,
+                "dropped the unfinished record a crash left at the end of the record store"
+            );
+            len = torn;
+        }
 
         // Another writer may have appended since; the chain continues from the file's end.
         let tail = match &self.known {
@@ -289,6 +303,29 @@ impl RecordStore {
         replace_file(&self.head_path, &text).map_err(write_error)?;
         self.known = Some(head.clone());
         Ok(head)
+    }
+
+    /// Returns where the unfinished last line starts when the file ends in one past the saved
+    /// head: bytes after the head's end with no newline among them.
+    fn torn_tail(&self, file: &File, len: u64) -> io::Result<Option<u64>> {
+        use std::os::unix::fs::FileExt as _;
+
+        let Some(head) = self.read_head() else {
+            return Ok(None);
+        };
+        let Some(past) = len.checked_sub(head.len).filter(|n| *n > 0) else {
+            return Ok(None);
+        };
+        // One line at most: a longer tail holds more than a torn append.
+        let Ok(size) = usize::try_from(past) else {
+            return Ok(None);
+        };
+        if size > MAX_LINE_BYTES {
+            return Ok(None);
+        }
+        let mut tail = vec![0; size];
+        file.read_exact_at(&mut tail, head.len)?;
+        Ok((!tail.contains(&b'\n')).then_some(head.len))
     }
 
     fn read_head(&self) -> Option<Head> {
@@ -387,6 +424,35 @@ mod tests {
         assert_eq!(scan.records, 3);
         let a = &scan.latest[&("/var/lib/dpkg".into(), "a".into(), Some("amd64".into()))];
         assert_eq!(a.files[0].sha256.as_deref(), Some("cc"));
+        Ok(())
+    }
+
+    #[test]
+    fn an_append_cut_short_by_a_crash_is_dropped_and_the_chain_goes_on() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = filled(dir.path())?;
+        let whole = fs::read(store.path())?;
+        let mut file = OpenOptions::new().append(true).open(store.path())?;
+        file.write_all(b"4a1f0c {\"seq\":4,\"record\":{\"pack")?;
+        drop(file);
+
+        // The next run appends after the last whole record.
+        let mut next = RecordStore::new(dir.path());
+        next.append(record("c", "dd"))?;
+        let scan = next.scan(&|_| true)?;
+        assert!(scan.is_intact(), "{:?}", scan.problems);
+        assert_eq!(scan.records, 4);
+        assert!(fs::read(store.path())?.starts_with(&whole));
+
+        // A whole line past the head is another writer's record, not a torn one: kept.
+        let before = fs::read(store.path())?;
+        let mut file = OpenOptions::new().append(true).open(store.path())?;
+        file.write_all(b"garbage that ends its line\n")?;
+        drop(file);
+        let mut again = RecordStore::new(dir.path());
+        let _ = again.append(record("d", "ee"));
+        assert!(fs::read(store.path())?.starts_with(&before));
+        assert!(!again.scan(&|_| true)?.is_intact());
         Ok(())
     }
 
