@@ -387,7 +387,8 @@ const LATE_LOGIN_FROM: &str = "127.0.3.3";
 const LATE_LOGIN_CONFIG: &str = "[rules]\nip_whitelist = [\"127.0.0.0/24\"]\n";
 
 /// Logs in from an address new to the user, makes a change outside SSH right after, and
-/// checks the change is raised for that login although the login is read after the change.
+/// checks the change is raised for that login although the login is read after the change:
+/// the sensor runs with a log delay, which the default leaves off.
 fn late_login_case(server: &SshServer, sandbox: &Sandbox, sensor: &Sensor) -> anyhow::Result<()> {
     server.login(LATE_LOGIN_FROM, "true")?;
     sandbox.install(&PackageSpec::new("fenrir-after-a-login", "1.0"))?;
@@ -425,7 +426,7 @@ fn a_login_read_after_a_change_from_the_journal_still_raises_it() -> anyhow::Res
     let Some(sensor) = start_sensor(
         &sandbox,
         &unique_tag("ssh-late-journal"),
-        &format!("[ssh]\nsource = \"journal\"\n{LATE_LOGIN_CONFIG}"),
+        &format!("[ssh]\nsource = \"journal\"\nlog_delay_ms = 100\n{LATE_LOGIN_CONFIG}"),
         &[],
     )?
     else {
@@ -449,6 +450,7 @@ fn a_login_read_after_a_change_from_auth_log_still_raises_it() -> anyhow::Result
     // auth.log is read only every 5 s: the change's own wait makes the reader look at once.
     let config = format!(
         "[ssh]\nsource = \"auth-log\"\nauth_log = \"{}\"\npoll_interval_ms = 5000\n\
+         log_delay_ms = 100\n\
          [sinks.journald]\nenabled = false\n{LATE_LOGIN_CONFIG}",
         rsyslog.auth_log().display()
     );

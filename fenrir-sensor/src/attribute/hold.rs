@@ -221,6 +221,7 @@ impl HoldQueue {
     /// event's line while it is held.
     pub fn push(&mut self, event: Event, source: Option<usize>) {
         let settles = self.options.correlate
+            && !self.options.log_delay.is_zero()
             && event.category != Category::PackageScripts
             && event.observed.is_none()
             && self.is_recent(&event);

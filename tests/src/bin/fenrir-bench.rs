@@ -35,7 +35,7 @@ use anyhow::{bail, Context as _};
 
 /// Appends measured for the latency figure.
 const LATENCY_APPENDS: usize = 2000;
-/// Appends measured with the default SSH correlation, each held about `log_delay_ms`.
+/// Appends measured with a log delay for SSH logins, each held about `log_delay_ms`.
 const HELD_LATENCY_APPENDS: usize = 200;
 /// Appends measured against the polling reader (each waits up to one poll period).
 const POLL_APPENDS: usize = 10;
@@ -63,7 +63,7 @@ fn main() -> anyhow::Result<()> {
     let held = append_latency(
         &binary,
         work.path(),
-        Correlation::Default,
+        Correlation::Delayed,
         HELD_LATENCY_APPENDS,
     )?;
     let polling = polling_latency(work.path())?;
@@ -159,12 +159,12 @@ fn latency_rows(latency: &Latency, held: &Latency, polling: &[f64]) {
         Some((polling, poller)),
     );
     row(
-        "append→event p50, SSH correlation (µs)",
+        "append→event p50, SSH log delay 100 ms (µs)",
         &held.p50,
         Some((polling, poller)),
     );
     row(
-        "append→event p99, SSH correlation (µs)",
+        "append→event p99, SSH log delay 100 ms (µs)",
         &held.p99,
         Some((polling, poller)),
     );
@@ -380,9 +380,9 @@ fn remove_line(n: usize) -> String {
 enum Correlation {
     /// `--no-ssh`: the pipeline alone.
     Off,
-    /// The default: every recent change waits until the login source has been read
-    /// `log_delay_ms` after it, so a login logged just before it counts.
-    Default,
+    /// `log_delay_ms = 100`: every recent change waits until the login source has been read
+    /// that long after it, so another session's login logged just before it counts.
+    Delayed,
 }
 
 fn append_latency(
@@ -393,9 +393,12 @@ fn append_latency(
 ) -> anyhow::Result<Latency> {
     let log = dir.join(format!("latency-{correlation:?}.log"));
     File::create(&log)?;
+    let config = dir.join("log-delay.toml");
+    fs::write(&config, "[ssh]\nlog_delay_ms = 100\n")?;
+    let config = config.display().to_string();
     let extra: &[&str] = match correlation {
         Correlation::Off => &["--no-ssh"],
-        Correlation::Default => &[],
+        Correlation::Delayed => &["--config", &config],
     };
     let mut sensor = RunningSensor::start_with(binary, dir, &log, Tracer::Off, extra)?;
     let mut writer = OpenOptions::new().append(true).open(&log)?;

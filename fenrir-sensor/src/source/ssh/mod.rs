@@ -121,8 +121,9 @@ pub struct SshConfig {
     pub history_max_entries: usize,
     /// How long a change made in an SSH session may wait for its login to be read.
     pub attribution_wait_ms: u64,
-    /// How long sshd's messages may take to reach auth.log or the journal; every recent
-    /// change waits this long for logins still on their way.
+    /// How long sshd's messages may take to reach auth.log or the journal; above 0, every
+    /// recent change waits this long for other sessions' logins still on their way. 0, the
+    /// default, keeps changes from waiting for any login but their own session's.
     pub log_delay_ms: u64,
     /// How often auth.log is read.
     pub poll_interval_ms: u64,
@@ -137,7 +138,7 @@ impl Default for SshConfig {
             learning_days: 30,
             history_max_entries: 10_000,
             attribution_wait_ms: 2_000,
-            log_delay_ms: 100,
+            log_delay_ms: 0,
             poll_interval_ms: 250,
         }
     }
