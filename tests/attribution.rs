@@ -36,6 +36,13 @@ fn sensor_args(sandbox: &Sandbox) -> Vec<String> {
     .collect()
 }
 
+/// Starts the sensor without its kernel tracer (`--no-ebpf`).
+fn start_log_only(sandbox: &Sandbox) -> anyhow::Result<Sensor> {
+    let mut args = sensor_args(sandbox);
+    args.push("--no-ebpf".to_owned());
+    Sensor::start(&args)
+}
+
 /// Starts the sensor with the tracer, or prints why the test cannot run here.
 fn start_with_tracer(sandbox: &Sandbox) -> anyhow::Result<Option<Sensor>> {
     let sensor = Sensor::start(&sensor_args(sandbox))?;
@@ -303,9 +310,7 @@ fn without_the_tracer_events_still_flow_with_a_null_actor() -> anyhow::Result<()
         return Ok(());
     }
     let sandbox = Sandbox::new()?;
-    let mut args = sensor_args(&sandbox);
-    args.push("--no-ebpf".to_owned());
-    let sensor = Sensor::start(&args)?;
+    let sensor = start_log_only(&sandbox)?;
     assert!(
         sensor.stderr().contains("attribution=false"),
         "{}",
@@ -433,9 +438,7 @@ fn without_the_kernel_an_apt_run_is_named_from_apts_own_record() -> anyhow::Resu
         return Ok(());
     }
     let sandbox = Sandbox::new()?;
-    let mut args = sensor_args(&sandbox);
-    args.push("--no-ebpf".to_owned());
-    let sensor = Sensor::start(&args)?;
+    let sensor = start_log_only(&sandbox)?;
     let deb = sandbox.build(&PackageSpec::new("fenrir-apt-record", "1.0-1"))?;
     fs::copy(&deb, sandbox.path().join("fenrir-apt-record.deb"))?;
 
