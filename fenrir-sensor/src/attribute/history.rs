@@ -6,12 +6,14 @@
 //! directory) so a crash leaves the old or the new file, never a torn one.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
+use std::fs;
+use std::io;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+
+use crate::source::checkpoint::write_atomically;
 
 /// Version of the history file's format.
 const FORMAT_VERSION: u32 = 1;
@@ -130,32 +132,14 @@ impl LoginHistory {
             })
             .collect();
         entries.sort_unstable_by(|a, b| (&a.user, a.ip).cmp(&(&b.user, b.ip)));
-        let bytes = serde_json::to_vec(&HistoryFile {
+        let mut bytes = serde_json::to_vec(&HistoryFile {
             version: FORMAT_VERSION,
             entries,
         })
         .map_err(io::Error::other)?;
+        bytes.push(b'\n');
         write_atomically(path, &bytes)
     }
-}
-
-/// Replaces `path` with `bytes`: write a sibling, fsync, rename over, fsync the directory.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    fs::create_dir_all(dir)?;
-    let mut temporary = PathBuf::from(path);
-    temporary.as_mut_os_string().push(".tmp");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&temporary)?;
-    file.write_all(bytes)?;
-    file.write_all(b"\n")?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&temporary, path)?;
-    File::open(dir).and_then(|d| d.sync_all())
 }
 
 #[cfg(test)]

@@ -25,10 +25,10 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use super::history::{write_atomically, LoginHistory};
+use super::history::LoginHistory;
 use crate::event::{escape_control, Event};
 use crate::rule::net::IpList;
-use crate::source::checkpoint::CheckpointStore;
+use crate::source::checkpoint::{write_atomically, CheckpointStore};
 use crate::source::ssh::reader::{LoginSource, Reader, ReaderOptions, Resume, SshBatch};
 use crate::source::ssh::{SshConfig, SshEvent, SshLogin};
 
@@ -475,7 +475,8 @@ impl SshCorrelator {
                 }
             }
             Some(Resume::Journal(cursor)) => {
-                let bytes = serde_json::to_vec(&CursorFile { cursor }).unwrap_or_default();
+                let mut bytes = serde_json::to_vec(&CursorFile { cursor }).unwrap_or_default();
+                bytes.push(b'\n');
                 if let Err(err) = write_atomically(&self.cursor_path, &bytes) {
                     warn!(path = %self.cursor_path.display(), error = %err, "failed to save the journal cursor");
                 }

@@ -34,6 +34,7 @@ use tracing::warn;
 
 use super::check::FileKind;
 use super::sums::hex;
+use crate::source::checkpoint::write_atomically;
 
 /// The hash before the first record.
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -300,7 +301,7 @@ impl RecordStore {
             len: len + line.len() as u64,
         };
         let text = serde_json::to_vec(&head).map_err(|err| write_error(io::Error::other(err)))?;
-        replace_file(&self.head_path, &text).map_err(write_error)?;
+        write_atomically(&self.head_path, &text).map_err(write_error)?;
         self.known = Some(head.clone());
         Ok(head)
     }
@@ -332,20 +333,6 @@ impl RecordStore {
         let bytes = fs::read(&self.head_path).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
-}
-
-/// Replaces `path` with `bytes` through a temporary file and a rename, durably.
-fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(".tmp");
-    let temporary = PathBuf::from(temporary);
-    let mut file = File::create(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&temporary, path)?;
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    File::open(dir).and_then(|d| d.sync_all())
 }
 
 fn push_problem(problems: &mut Vec<String>, problem: String) {

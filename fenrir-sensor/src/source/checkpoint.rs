@@ -157,20 +157,10 @@ impl CheckpointStore {
     /// Names the checkpoint of `log` inside `state_dir`, one file per log path.
     #[must_use]
     pub fn for_log(state_dir: &Path, log: &Path) -> Self {
-        let name: String = log
-            .to_string_lossy()
-            .trim_start_matches('/')
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
         Self {
-            path: state_dir.join("checkpoints").join(format!("{name}.json")),
+            path: state_dir
+                .join("checkpoints")
+                .join(format!("{}.json", state_file_name(log))),
         }
     }
 
@@ -221,6 +211,22 @@ impl CheckpointStore {
         bytes.push(b'\n');
         write_atomically(&self.path, &bytes).map_err(wrap)
     }
+}
+
+/// Names the state file kept about `path`: the path with every character but letters,
+/// digits, `.` and `-` turned into `_` (`/var/log/dpkg.log` → `var_log_dpkg.log`).
+pub(crate) fn state_file_name(path: &Path) -> String {
+    path.to_string_lossy()
+        .trim_start_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Replaces `path` with `bytes` atomically and durably: write a temporary file beside it,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::write_atomically;
+use super::checkpoint::{state_file_name, write_atomically};
 use crate::parse::status::InstalledSet;
 
 /// The format of snapshot files; a file of another version is not used.
@@ -80,20 +80,10 @@ impl SnapshotStore {
     /// Names the snapshot of `admin_dir` inside `state_dir`, one file per admin directory.
     #[must_use]
     pub fn for_admin_dir(state_dir: &Path, admin_dir: &Path) -> Self {
-        let name: String = admin_dir
-            .to_string_lossy()
-            .trim_start_matches('/')
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
         Self {
-            path: state_dir.join("snapshots").join(format!("{name}.json")),
+            path: state_dir
+                .join("snapshots")
+                .join(format!("{}.json", state_file_name(admin_dir))),
         }
     }
 
