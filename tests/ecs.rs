@@ -233,3 +233,67 @@ fn chrono_utc(text: &str) -> i64 {
         .unwrap_or_else(|err| panic!("{text} is RFC 3339: {err}"))
         .timestamp()
 }
+
+/// Waits until `path` holds at least one JSON line and returns the first.
+fn first_line(path: &Path) -> anyhow::Result<Value> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        if let Some(line) = text.lines().next() {
+            return serde_json::from_str(line).with_context(|| format!("a JSON line: {line}"));
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "nothing written to {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn one_output_can_be_ecs_while_another_keeps_fenrirs_schema() -> anyhow::Result<()> {
+    if !require_root("the per-output format test") {
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    let plain = sandbox.path().join("events.jsonl");
+    let ecs = sandbox.path().join("ecs.jsonl");
+    let config = sandbox.path().join("fenrir.toml");
+    fs::write(
+        &config,
+        format!(
+            "[sinks.json]\noutputs = [{plain:?}, {ecs:?}]\n\
+             [sinks.json.output_formats]\n{ecs:?} = \"ecs\"\n\
+             [sinks.journald]\nenabled = false\n",
+            plain = plain.display().to_string(),
+            ecs = ecs.display().to_string(),
+        ),
+    )?;
+    let args: Vec<String> = [
+        "run",
+        "--config",
+        &config.display().to_string(),
+        "--no-ebpf",
+        "--dpkg-log",
+        &sandbox.log().display().to_string(),
+        "--dpkg-admindir",
+        &sandbox.admin_dir().display().to_string(),
+        "--state-dir",
+        &sandbox.path().join("state").display().to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let _sensor = Sensor::start(&args)?;
+    sandbox.install(&PackageSpec::new("fenrir-two-formats", "1.0-1"))?;
+
+    let event = first_line(&plain)?;
+    assert_eq!(event["category"], "package_install", "{event:#}");
+    assert_eq!(event["parsed_data"]["package"], "fenrir-two-formats");
+    let doc = first_line(&ecs)?;
+    assert_eq!(text(&doc, "event.action"), "package_install");
+    assert_eq!(text(&doc, "package.name"), "fenrir-two-formats");
+    assert!(doc["category"].is_null(), "{doc:#}");
+    Ok(())
+}

@@ -5,6 +5,7 @@
 //! configuration. Unknown keys and bad values are errors that name the file, the line and the
 //! key, reported before anything starts.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -228,6 +229,8 @@ pub struct JsonSinkConfig {
     pub outputs: Vec<String>,
     /// Fenrir's own schema or Elastic Common Schema documents.
     pub format: EventFormat,
+    /// The format of single outputs, by their entry in `outputs`, where it differs.
+    pub output_formats: BTreeMap<String, EventFormat>,
 }
 
 impl Default for JsonSinkConfig {
@@ -235,7 +238,19 @@ impl Default for JsonSinkConfig {
         Self {
             outputs: vec!["-".to_owned()],
             format: EventFormat::Fenrir,
+            output_formats: BTreeMap::new(),
         }
+    }
+}
+
+impl JsonSinkConfig {
+    /// Returns the format `output` is written in.
+    #[must_use]
+    pub fn format_of(&self, output: &str) -> EventFormat {
+        self.output_formats
+            .get(output)
+            .copied()
+            .unwrap_or(self.format)
     }
 }
 
@@ -497,6 +512,13 @@ impl Config {
                 return Err("key `sinks.json.outputs`: an output is empty".into());
             }
         }
+        for output in self.sinks.json.output_formats.keys() {
+            if !self.sinks.json.outputs.contains(output) {
+                return Err(format!(
+                    "key `sinks.json.output_formats`: {output:?} is not one of the outputs"
+                ));
+            }
+        }
         if self.ssh.poll_interval_ms == 0 {
             return Err("key `ssh.poll_interval_ms`: must be greater than 0".into());
         }
@@ -659,6 +681,34 @@ level = "debug"
         );
     }
 
+    #[test]
+    fn a_single_output_can_take_its_own_format() {
+        let config = parse(
+            r#"
+[sinks.json]
+outputs = ["-", "/var/log/fenrir/events.jsonl", "/var/log/fenrir/ecs.jsonl"]
+[sinks.json.output_formats]
+"/var/log/fenrir/ecs.jsonl" = "ecs"
+"#,
+        )
+        .expect("valid config");
+        let json = &config.sinks.json;
+        assert_eq!(json.format_of("-"), EventFormat::Fenrir);
+        assert_eq!(
+            json.format_of("/var/log/fenrir/events.jsonl"),
+            EventFormat::Fenrir
+        );
+        assert_eq!(
+            json.format_of("/var/log/fenrir/ecs.jsonl"),
+            EventFormat::Ecs
+        );
+
+        let err = parse(
+            "[sinks.json]\noutputs = [\"-\"]\n[sinks.json.output_formats]\n\"/tmp/x\" = \"ecs\"\n",
+        )
+        .expect_err("a format for no output");
+        assert!(err.contains("sinks.json.output_formats"), "{err}");
+    }
     #[test]
     fn bad_manager_keys_name_line_and_key() {
         let err = parse("[managers.dnf]\nlogfile = \"/x\"\n").expect_err("unknown key");

@@ -70,7 +70,8 @@ fn build_sinks(config: &Config) -> Vec<Box<dyn Sink>> {
         .outputs
         .iter()
         .map(|target| {
-            Box::new(JsonSink::new(target).with_format(config.sinks.json.format)) as Box<dyn Sink>
+            let format = config.sinks.json.format_of(target);
+            Box::new(JsonSink::new(target).with_format(format)) as Box<dyn Sink>
         })
         .collect();
 
