@@ -499,6 +499,26 @@ impl fmt::Display for LogFormat {
 pub(crate) mod corpus {
     use std::path::PathBuf;
 
+    use super::PackageChange;
+
+    /// Renders changes as `category package old new` lines (`-` for no version), the shape
+    /// the parsers' tests compare.
+    pub(crate) fn summary(changes: &[PackageChange]) -> Vec<String> {
+        changes
+            .iter()
+            .map(|c| {
+                let v = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+                format!(
+                    "{} {} {} {}",
+                    c.category,
+                    c.package,
+                    v(&c.old_version),
+                    v(&c.new_version)
+                )
+            })
+            .collect()
+    }
+
     /// Returns every file of `shared/corpus/other/<dir>` except `SOURCES.tsv`, sorted, as
     /// (file name, bytes), or `None` after printing why the corpus is missing.
     pub(crate) fn files(dir: &str) -> Option<Vec<(String, Vec<u8>)>> {

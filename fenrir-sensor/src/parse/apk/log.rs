@@ -248,6 +248,7 @@ mod tests {
 
     use super::*;
     use crate::parse::dpkg::corpus::lines;
+    use crate::parse::manager::corpus::summary;
     use crate::parse::manager::{corpus, ChangeLog, Reader};
 
     fn read(bytes: &[u8]) -> (Vec<PackageChange>, Reader<ApkLog>) {
@@ -257,22 +258,6 @@ mod tests {
             changes.extend(reader.line(line, "apk.log".as_ref(), index as u64 + 1));
         }
         (changes, reader)
-    }
-
-    fn summary(changes: &[PackageChange]) -> Vec<String> {
-        changes
-            .iter()
-            .map(|c| {
-                let v = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
-                format!(
-                    "{} {} {} {}",
-                    c.category,
-                    c.package,
-                    v(&c.old_version),
-                    v(&c.new_version)
-                )
-            })
-            .collect()
     }
 
     #[test]

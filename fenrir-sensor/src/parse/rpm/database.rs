@@ -181,26 +181,11 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::parse::manager::corpus::summary;
 
     fn at() -> NaiveDateTime {
         NaiveDateTime::parse_from_str("2026-05-05 08:15:43", "%Y-%m-%d %H:%M:%S")
             .unwrap_or_default()
-    }
-
-    fn summary(changes: &[PackageChange]) -> Vec<String> {
-        changes
-            .iter()
-            .map(|c| {
-                let v = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
-                format!(
-                    "{} {} {} {}",
-                    c.category,
-                    c.package,
-                    v(&c.old_version),
-                    v(&c.new_version)
-                )
-            })
-            .collect()
     }
 
     #[test]
