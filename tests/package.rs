@@ -146,7 +146,7 @@ fn a_changed_config_survives_a_reinstall_and_a_purge_leaves_nothing() -> anyhow:
     fs::write(&config, &changed)?;
     // What a running service would have left behind.
     fs::create_dir_all(root.join("var/lib/private/fenrir/checkpoints"))?;
-    fs::create_dir_all(root.join("var/log/private/fenrir"))?;
+    fs::write(root.join("var/lib/private/fenrir/events.jsonl"), "{}\n")?;
 
     sandbox.dpkg_ok(&["--force-depends", "--force-confold", "-i", &deb])?;
     assert_eq!(
@@ -162,7 +162,6 @@ fn a_changed_config_survives_a_reinstall_and_a_purge_leaves_nothing() -> anyhow:
         "etc/fenrir/fenrir.toml",
         "etc/logrotate.d/fenrir",
         "var/lib/private/fenrir",
-        "var/log/private/fenrir",
     ] {
         assert!(!root.join(gone).exists(), "{gone} is left after a purge");
     }

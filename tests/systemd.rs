@@ -1,11 +1,14 @@
 //! The packaged service under a real systemd: a container boots systemd over a copy of this
 //! host, the `.deb` is installed in it with dpkg (whose postinst enables and starts the
 //! unit), and systemd itself sees the sensor become ready, reports a package change it made,
-//! restarts it when its watchdog stops, and stops it cleanly.
+//! keeps writing through a rotation by the packaged logrotate policy, restarts it when its
+//! watchdog stops, and stops it cleanly. The kernel confirms that the state directory is the
+//! one place the confined sensor can write.
 //!
 //! Everything the unit asks of the kernel — the dynamic user, the capabilities, the syscall
 //! filter, the read-only file system — is applied by systemd here, not imitated.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 use std::thread;
@@ -54,8 +57,15 @@ fn status_field(container: &Container, pid: &str, field: &str) -> anyhow::Result
         .with_context(|| format!("{field} missing for pid {pid}"))
 }
 
+/// The packaged configuration's JSON output, inside the unit's state directory.
+const EVENTS: &str = "/var/lib/fenrir/events.jsonl";
+
 fn events(container: &Container) -> anyhow::Result<Vec<Value>> {
-    let text = container.exec_ok(&["cat", "/var/log/fenrir/events.jsonl"])?;
+    events_in(container, EVENTS)
+}
+
+fn events_in(container: &Container, path: &str) -> anyhow::Result<Vec<Value>> {
+    let text = container.exec_ok(&["cat", path])?;
     text.lines()
         .map(|line| Ok(serde_json::from_str(line)?))
         .collect()
@@ -120,6 +130,56 @@ fn assert_ready_and_confined(container: &Container) -> anyhow::Result<String> {
     Ok(pid)
 }
 
+/// Checks that the sensor's state directory is the one place it can write: kernel interfaces
+/// and the service's private temporary directories aside, every mount the sensor sees is
+/// read-only or hidden under one that is. The kernel itself answers, from inside the unit's
+/// mount namespace: `access(W_OK)` fails with EROFS on a read-only mount even for root.
+fn assert_only_state_writable(container: &Container, pid: &str) -> anyhow::Result<()> {
+    const KERNEL_INTERFACES: [&str; 7] = [
+        "proc",
+        "sysfs",
+        "devpts",
+        "mqueue",
+        "hugetlbfs",
+        "cgroup",
+        "cgroup2",
+    ];
+    let table = container.exec_ok(&["cat", &format!("/proc/{pid}/mountinfo")])?;
+    // id parent dev root mount-point options [optional...] - type source super-options
+    let mut mounts = Vec::new();
+    for line in table.lines() {
+        let (mount, rest) = line.split_once(" - ").context("a mountinfo line")?;
+        let fields: Vec<&str> = mount.split(' ').collect();
+        let fs_type = rest.split(' ').next().unwrap_or_default();
+        mounts.push((fields[3], fields[4], fields[5], fs_type));
+    }
+    let private: BTreeSet<&str> = mounts
+        .iter()
+        .filter(|(root, ..)| root.contains("/systemd-private-"))
+        .map(|(_, point, ..)| *point)
+        .collect();
+    let mut writable = BTreeSet::new();
+    for (_, point, options, fs_type) in mounts {
+        if !options.split(',').any(|o| o == "rw")
+            || KERNEL_INTERFACES.contains(&fs_type)
+            || private.contains(point)
+        {
+            continue;
+        }
+        let probe =
+            container.exec(&["nsenter", "--target", pid, "--mount", "test", "-w", point])?;
+        if probe.status.success() {
+            writable.insert(point.to_owned());
+        }
+    }
+    assert_eq!(
+        writable.into_iter().collect::<Vec<_>>(),
+        ["/var/lib/private/fenrir"],
+        "{table}"
+    );
+    Ok(())
+}
+
 /// Installs the probe package in the container and waits for its event in the JSON file and
 /// the container's journal.
 fn assert_change_reported(container: &Container) -> anyhow::Result<()> {
@@ -151,6 +211,45 @@ fn assert_change_reported(container: &Container) -> anyhow::Result<()> {
     })
 }
 
+/// Rotates the JSON output with the packaged logrotate policy, removes the probe, and checks
+/// that the removal lands in a new file the sensor made, with the rotated file left whole.
+fn assert_rotation_followed(container: &Container) -> anyhow::Result<()> {
+    container.exec_ok(&[
+        "logrotate",
+        "--force",
+        "--state",
+        "/tmp/logrotate.state",
+        "/etc/logrotate.d/fenrir",
+    ])?;
+    container.exec_ok(&["dpkg", "-r", "fenrir-unit-probe"])?;
+    let removed = |events: &[Value]| {
+        events.iter().any(|e| {
+            e["parsed_data"]["package"] == "fenrir-unit-probe" && e["category"] == "package_remove"
+        })
+    };
+    wait_until(container, "the removal in the new file", || {
+        Ok(removed(&events(container).unwrap_or_default()))
+    })?;
+    let rotated = events_in(container, &format!("{EVENTS}.1"))?;
+    assert!(
+        rotated.iter().any(|e| e["category"] == "package_install"),
+        "the install stays in the rotated file: {rotated:?}"
+    );
+    assert!(!removed(&rotated), "the removal went to the new file only");
+    let current = events(container)?;
+    assert!(
+        current.iter().all(|e| e["category"] != "package_install"),
+        "nothing written twice: {current:?}"
+    );
+    let owner = container.exec_ok(&["stat", "-c", "%U", EVENTS])?;
+    assert_ne!(
+        owner.trim(),
+        "root",
+        "the sensor made the new file as its own user"
+    );
+    Ok(())
+}
+
 #[test]
 fn the_packaged_unit_runs_under_systemd() -> anyhow::Result<()> {
     if let Some(reason) = unavailable() {
@@ -167,7 +266,9 @@ fn the_packaged_unit_runs_under_systemd() -> anyhow::Result<()> {
     // dpkg's postinst enables and starts the unit; start returns once READY=1 arrived.
     container.exec_ok(&["dpkg", "-i", "/root/fenrir.deb"])?;
     let pid = assert_ready_and_confined(&container)?;
+    assert_only_state_writable(&container, &pid)?;
     assert_change_reported(&container)?;
+    assert_rotation_followed(&container)?;
 
     // A sensor that stops answering is killed by the watchdog and started again.
     container.exec_ok(&["kill", "-STOP", &pid])?;

@@ -643,7 +643,7 @@ enabled = false
 [managers.apk]
 database = "/srv/root/lib/apk/db/installed"
 [sinks.json]
-outputs = ["-", "/var/log/fenrir/events.jsonl"]
+outputs = ["-", "/var/lib/fenrir/events.jsonl"]
 format = "ecs"
 [sinks.journald]
 enabled = false
@@ -686,20 +686,20 @@ level = "debug"
         let config = parse(
             r#"
 [sinks.json]
-outputs = ["-", "/var/log/fenrir/events.jsonl", "/var/log/fenrir/ecs.jsonl"]
+outputs = ["-", "/var/lib/fenrir/events.jsonl", "/var/lib/fenrir/ecs.jsonl"]
 [sinks.json.output_formats]
-"/var/log/fenrir/ecs.jsonl" = "ecs"
+"/var/lib/fenrir/ecs.jsonl" = "ecs"
 "#,
         )
         .expect("valid config");
         let json = &config.sinks.json;
         assert_eq!(json.format_of("-"), EventFormat::Fenrir);
         assert_eq!(
-            json.format_of("/var/log/fenrir/events.jsonl"),
+            json.format_of("/var/lib/fenrir/events.jsonl"),
             EventFormat::Fenrir
         );
         assert_eq!(
-            json.format_of("/var/log/fenrir/ecs.jsonl"),
+            json.format_of("/var/lib/fenrir/ecs.jsonl"),
             EventFormat::Ecs
         );
 
@@ -758,7 +758,7 @@ outputs = ["-", "/var/log/fenrir/events.jsonl", "/var/log/fenrir/ecs.jsonl"]
     fn shipped_default_config_is_valid() {
         let text = include_str!("../dist/fenrir.toml");
         let config = parse(text).expect("the packaged configuration parses");
-        assert_eq!(config.sinks.json.outputs, ["/var/log/fenrir/events.jsonl"]);
+        assert_eq!(config.sinks.json.outputs, ["/var/lib/fenrir/events.jsonl"]);
         assert_eq!(config.state_dir, Config::default().state_dir);
     }
 
