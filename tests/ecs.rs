@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use fenrir_tests::dpkg::{require_root, PackageSpec, Sandbox};
+use fenrir_tests::journald::{unique_tag, Journald, SOCKET_PATH};
 use fenrir_tests::sensor::{binary, Sensor};
 use serde_json::Value;
 
@@ -251,29 +252,14 @@ fn first_line(path: &Path) -> anyhow::Result<Value> {
     }
 }
 
-#[test]
-fn one_output_can_be_ecs_while_another_keeps_fenrirs_schema() -> anyhow::Result<()> {
-    if !require_root("the per-output format test") {
-        return Ok(());
-    }
-    let sandbox = Sandbox::new()?;
-    let plain = sandbox.path().join("events.jsonl");
-    let ecs = sandbox.path().join("ecs.jsonl");
-    let config = sandbox.path().join("fenrir.toml");
-    fs::write(
-        &config,
-        format!(
-            "[sinks.json]\noutputs = [{plain:?}, {ecs:?}]\n\
-             [sinks.json.output_formats]\n{ecs:?} = \"ecs\"\n\
-             [sinks.journald]\nenabled = false\n",
-            plain = plain.display().to_string(),
-            ecs = ecs.display().to_string(),
-        ),
-    )?;
+/// Starts a log-only sensor on the sandbox with the configuration `config`.
+fn start_with_config(sandbox: &Sandbox, config: &str) -> anyhow::Result<Sensor> {
+    let path = sandbox.path().join("fenrir.toml");
+    fs::write(&path, config)?;
     let args: Vec<String> = [
         "run",
         "--config",
-        &config.display().to_string(),
+        &path.display().to_string(),
         "--no-ebpf",
         "--dpkg-log",
         &sandbox.log().display().to_string(),
@@ -285,7 +271,25 @@ fn one_output_can_be_ecs_while_another_keeps_fenrirs_schema() -> anyhow::Result<
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    let _sensor = Sensor::start(&args)?;
+    Sensor::start(&args)
+}
+
+#[test]
+fn one_output_can_be_ecs_while_another_keeps_fenrirs_schema() -> anyhow::Result<()> {
+    if !require_root("the per-output format test") {
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    let plain = sandbox.path().join("events.jsonl");
+    let ecs = sandbox.path().join("ecs.jsonl");
+    let config = format!(
+        "[sinks.json]\noutputs = [{plain:?}, {ecs:?}]\n\
+         [sinks.json.output_formats]\n{ecs:?} = \"ecs\"\n\
+         [sinks.journald]\nenabled = false\n",
+        plain = plain.display().to_string(),
+        ecs = ecs.display().to_string(),
+    );
+    let _sensor = start_with_config(&sandbox, &config)?;
     sandbox.install(&PackageSpec::new("fenrir-two-formats", "1.0-1"))?;
 
     let event = first_line(&plain)?;
@@ -295,5 +299,47 @@ fn one_output_can_be_ecs_while_another_keeps_fenrirs_schema() -> anyhow::Result<
     assert_eq!(text(&doc, "event.action"), "package_install");
     assert_eq!(text(&doc, "package.name"), "fenrir-two-formats");
     assert!(doc["category"].is_null(), "{doc:#}");
+    Ok(())
+}
+
+#[test]
+fn journal_entries_can_carry_ecs_documents_and_keep_their_fields() -> anyhow::Result<()> {
+    let Some(journald) = Journald::shared() else {
+        return Ok(());
+    };
+    let sandbox = Sandbox::new()?;
+    let config = format!(
+        "[sinks.json]\noutputs = [\"-\"]\n\
+         [sinks.journald]\nsocket = {SOCKET_PATH:?}\nformat = \"ecs\"\n"
+    );
+    let sensor = start_with_config(&sandbox, &config)?;
+    let package = unique_tag("fenrir-ecs-journal");
+    sandbox.install(&PackageSpec::new(&package, "1.0-1"))?;
+    // The JSON output keeps Fenrir's schema: the journald format is the journal's alone.
+    let event = sensor.next_event(WAIT)?;
+    assert_eq!(
+        event["parsed_data"]["package"],
+        package.as_str(),
+        "{event:#}"
+    );
+
+    let entries = journald.wait_for_entries(&[("FENRIR_PACKAGE", &package)], 1)?;
+    let entry = &entries[0];
+    let field = |name: &str| {
+        entry[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} is text in {entry:?}"))
+    };
+    assert_eq!(field("FENRIR_CATEGORY"), "package_install");
+    assert_eq!(field("FENRIR_EVENT_FORMAT"), "ecs");
+    let doc: Value = serde_json::from_str(field("FENRIR_EVENT"))?;
+    assert_eq!(text(&doc, "package.name"), package);
+    assert_eq!(text(&doc, "package.version"), "1.0-1");
+    assert_eq!(text(&doc, "event.action"), "package_install");
+    assert_eq!(doc["event"]["category"], serde_json::json!(["package"]));
+    assert_eq!(
+        text(&doc, "event.id"),
+        event["id"].as_str().unwrap_or_default()
+    );
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::os::unix::net::UnixDatagram;
 
 use fenrir_sensor::event::{escape_control, Category, Event, Severity};
 use fenrir_sensor::parse::PackageChange;
+use fenrir_sensor::sink::format::EventFormat;
 use fenrir_sensor::sink::journald::{encode_event, JournaldSink};
 use fenrir_sensor::sink::{Sink, SinkError};
 use fenrir_tests::journald::{unique_tag, Journald, SOCKET_PATH};
@@ -187,7 +188,7 @@ fn event_too_large_for_a_datagram_arrives_whole() {
 
     // The entry really is beyond what one datagram carries, so it must go another way.
     let probe = UnixDatagram::unbound().expect("a socket can be created");
-    let direct = probe.send_to(&encode_event(&event), SOCKET_PATH);
+    let direct = probe.send_to(&encode_event(&event, EventFormat::Fenrir), SOCKET_PATH);
     assert_eq!(
         direct.map_err(|err| err.raw_os_error()).err(),
         Some(Some(nix::libc::EMSGSIZE)),

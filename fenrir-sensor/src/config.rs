@@ -261,6 +261,8 @@ pub struct JournaldSinkConfig {
     pub enabled: bool,
     /// The native-protocol socket.
     pub socket: PathBuf,
+    /// The shape of each entry's `FENRIR_EVENT` field.
+    pub format: EventFormat,
 }
 
 impl Default for JournaldSinkConfig {
@@ -268,6 +270,7 @@ impl Default for JournaldSinkConfig {
         Self {
             enabled: true,
             socket: PathBuf::from("/run/systemd/journal/socket"),
+            format: EventFormat::Fenrir,
         }
     }
 }
@@ -647,6 +650,7 @@ outputs = ["-", "/var/lib/fenrir/events.jsonl"]
 format = "ecs"
 [sinks.journald]
 enabled = false
+format = "ecs"
 [sinks.store]
 segment_bytes = 1048576
 max_bytes = 10485760
@@ -663,6 +667,7 @@ level = "debug"
         assert_eq!(config.sinks.json.outputs.len(), 2);
         assert_eq!(config.sinks.json.format, EventFormat::Ecs);
         assert!(!config.sinks.journald.enabled);
+        assert_eq!(config.sinks.journald.format, EventFormat::Ecs);
         assert_eq!(config.sinks.store.max_bytes, 10_485_760);
         assert_eq!(config.diagnostics.level, LogLevel::Debug);
         let managers = &config.managers;

@@ -90,7 +90,8 @@ fn build_sinks(config: &Config) -> Vec<Box<dyn Sink>> {
     let journald = &config.sinks.journald;
     if journald.enabled {
         if journald.socket.exists() {
-            sinks.push(Box::new(JournaldSink::new(journald.socket.clone())));
+            let sink = JournaldSink::new(journald.socket.clone()).with_format(journald.format);
+            sinks.push(Box::new(sink));
         } else {
             warn!(
                 socket = %journald.socket.display(),

@@ -3,7 +3,8 @@
 //! Each [`Event`] becomes one entry written over journald's native protocol: `MESSAGE`,
 //! `PRIORITY` and `SYSLOG_IDENTIFIER` for people and tools that read the journal, plus one
 //! `FENRIR_*` field per event field so `journalctl FENRIR_CATEGORY=package_install` selects
-//! alerts, and `FENRIR_EVENT` carrying the whole event as JSON.
+//! alerts, and `FENRIR_EVENT` carrying the whole event as JSON — in Fenrir's schema, or as an
+//! ECS document when the sink is configured so (then `FENRIR_EVENT_FORMAT=ecs` says which).
 //!
 //! State: one unbound datagram socket, created on first use. Every send names the socket path
 //! again, so a journald that restarts is reached without reconnecting. Entries too large for
@@ -21,6 +22,7 @@ use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
 use serde_json::Value;
 
+use super::format::EventFormat;
 use super::{Sink, SinkError};
 use crate::event::Event;
 
@@ -49,6 +51,7 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct JournaldSink {
     socket_path: PathBuf,
     socket: Option<UnixDatagram>,
+    format: EventFormat,
 }
 
 impl JournaldSink {
@@ -58,7 +61,16 @@ impl JournaldSink {
         Self {
             socket_path: socket_path.into(),
             socket: None,
+            format: EventFormat::Fenrir,
         }
+    }
+
+    /// Sets the format of the `FENRIR_EVENT` field; the other fields stay Fenrir's, so
+    /// `journalctl FENRIR_PACKAGE=…` matches entries of either format.
+    #[must_use]
+    pub fn with_format(mut self, format: EventFormat) -> Self {
+        self.format = format;
+        self
     }
 
     /// Returns the socket path this sink writes to.
@@ -131,7 +143,7 @@ impl Sink for JournaldSink {
     }
 
     fn send(&mut self, event: &Event) -> Result<(), SinkError> {
-        let entry = encode_event(event);
+        let entry = encode_event(event, self.format);
 
         match self.deliver(&entry) {
             Ok(()) => Ok(()),
@@ -151,9 +163,9 @@ impl Sink for JournaldSink {
     }
 }
 
-/// Encodes one event as a native-protocol journal entry.
+/// Encodes one event as a native-protocol journal entry, its `FENRIR_EVENT` in `format`.
 #[must_use]
-pub fn encode_event(event: &Event) -> Vec<u8> {
+pub fn encode_event(event: &Event, format: EventFormat) -> Vec<u8> {
     let mut entry = Vec::with_capacity(2 * event.raw_line.len() + 1024);
 
     append_field(&mut entry, "MESSAGE", event.description.as_bytes());
@@ -168,7 +180,7 @@ pub fn encode_event(event: &Event) -> Vec<u8> {
         SYSLOG_IDENTIFIER.as_bytes(),
     );
 
-    for (name, value) in event_fields(event) {
+    for (name, value) in event_fields(event, format) {
         append_field(&mut entry, &name, value.as_bytes());
     }
 
@@ -179,9 +191,10 @@ pub fn encode_event(event: &Event) -> Vec<u8> {
 ///
 /// Top-level scalars and the members of `parsed_data` become one field each; nested objects
 /// and arrays are written as compact JSON; nulls are left out; `FENRIR_EVENT` holds the whole
-/// event. Driven by the JSON form, so fields added to [`Event`] appear without changes here.
+/// event in `format`, and `FENRIR_EVENT_FORMAT` names a format other than Fenrir's. Driven by
+/// the JSON form, so fields added to [`Event`] appear without changes here.
 #[must_use]
-pub fn event_fields(event: &Event) -> Vec<(String, String)> {
+pub fn event_fields(event: &Event, format: EventFormat) -> Vec<(String, String)> {
     let mut fields: Vec<(String, String)> = Vec::new();
 
     // Serializing a tree of strings, options and JSON values cannot fail; an empty field list
@@ -210,7 +223,10 @@ pub fn event_fields(event: &Event) -> Vec<(String, String)> {
         push_value(&mut fields, field_name(key), value);
     }
 
-    fields.push((field_name("event"), event.to_json_line()));
+    fields.push((field_name("event"), format.encode(event)));
+    if format == EventFormat::Ecs {
+        fields.push((field_name("event_format"), "ecs".to_owned()));
+    }
     fields
 }
 
@@ -392,6 +408,24 @@ mod tests {
     }
 
     #[test]
+    fn an_ecs_entry_changes_the_event_field_alone() {
+        let event = upgrade_event();
+        let fenrir = event_fields(&event, EventFormat::Fenrir);
+        let mut ecs = event_fields(&event, EventFormat::Ecs);
+
+        assert_eq!(
+            ecs.pop(),
+            Some(("FENRIR_EVENT_FORMAT".to_owned(), "ecs".to_owned()))
+        );
+        let (name, document) = ecs.pop().expect("the event field");
+        assert_eq!(name, "FENRIR_EVENT");
+        let document: Value = serde_json::from_str(&document).expect("a JSON document");
+        assert_eq!(document["package"]["name"], "openssl");
+        assert_eq!(document["event"]["type"], serde_json::json!(["change"]));
+        assert_eq!(ecs, fenrir[..fenrir.len() - 1]);
+    }
+
+    #[test]
     fn field_names_are_sanitized() {
         assert_eq!(field_name("raw_line"), "FENRIR_RAW_LINE");
         assert_eq!(field_name("old-version.x"), "FENRIR_OLD_VERSION_X");
@@ -410,7 +444,9 @@ mod tests {
         event.actor = Some(serde_json::json!({"uid": 0, "comm": "apt"}));
         event.rules = vec![serde_json::json!({"id": "r1"})];
         let fields: std::collections::HashMap<String, String> =
-            event_fields(&event).into_iter().collect();
+            event_fields(&event, EventFormat::Fenrir)
+                .into_iter()
+                .collect();
 
         let expected = [
             ("FENRIR_SOURCE", "package"),
@@ -446,7 +482,7 @@ mod tests {
     #[test]
     fn encoded_event_carries_message_priority_and_identifier() {
         let event = upgrade_event();
-        let decoded = decode(&encode_event(&event));
+        let decoded = decode(&encode_event(&event, EventFormat::Fenrir));
 
         assert_eq!(
             decoded[0],
@@ -457,7 +493,10 @@ mod tests {
             decoded[2],
             ("SYSLOG_IDENTIFIER".to_owned(), b"fenrir".to_vec())
         );
-        assert_eq!(decoded.len(), 3 + event_fields(&event).len());
+        assert_eq!(
+            decoded.len(),
+            3 + event_fields(&event, EventFormat::Fenrir).len()
+        );
     }
 
     #[test]
@@ -504,6 +543,9 @@ mod tests {
 
         let mut buffer = vec![0; 64 * 1024];
         let len = listener.recv(&mut buffer).expect("the datagram arrived");
-        assert_eq!(&buffer[..len], encode_event(&event).as_slice());
+        assert_eq!(
+            &buffer[..len],
+            encode_event(&event, EventFormat::Fenrir).as_slice()
+        );
     }
 }
