@@ -28,10 +28,19 @@
 //!   [`SAVED_LINES`] kept with the checkpoint): what was delivered is not delivered again, and
 //!   what dpkg wrote after the tampering still is.
 //!
+//! - **Copy and truncate racing a write.** A line dpkg writes after logrotate's copy and
+//!   before its truncation is in neither file afterwards, and when the sensor read it in that
+//!   moment, no file holds everything read. A copy that holds all of it but such a tail (whole
+//!   lines, at most [`RACE_MAX_BYTES`]) and was written within [`RACE_WINDOW`] of the
+//!   truncation being noticed is the rotation it looks like: the lines were delivered, and
+//!   their loss from the files is logged, not reported as tamper.
+//!
 //! What cannot be told apart: a copy-and-truncate by logrotate and one by an attacker who
-//! keeps the copy intact beside the log (nothing is lost, so nothing is reported); lines
-//! appended after the last read and cut away before the next one, which were never read
-//! (logrotate's `copytruncate` has the same race and loses such lines too); and a log
+//! keeps the copy intact beside the log (nothing is lost, so nothing is reported), or who
+//! makes the copy, writes and truncates within [`RACE_WINDOW`] (what was written was read and
+//! delivered all the same); lines appended after the last read and cut away before the next
+//! one, which were never read (logrotate's `copytruncate` has the same race and loses such
+//! lines too); and a log
 //! rotated into another directory (`olddir`), which looks deleted and is reported as tamper,
 //! as is a rotation configured with `rotate 0` (the old content is deleted).
 
@@ -40,7 +49,7 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -59,6 +68,14 @@ pub const SAVED_LINES: usize = 16;
 
 /// Bytes read per positional read while hashing a prefix.
 const CHUNK: usize = 256 * 1024;
+
+/// How long before a truncation is noticed a copy beside the log may have been written and
+/// still be logrotate's copy of the same run: logrotate truncates right after it copies.
+pub const RACE_WINDOW: Duration = Duration::from_secs(2);
+
+/// The most bytes read from a log that a copy racing a write may lack: far more than dpkg
+/// writes in the moment between logrotate's copy and its truncation.
+pub const RACE_MAX_BYTES: u64 = 64 * 1024;
 
 /// A SHA-256 digest.
 type Digest32 = [u8; 32];
@@ -135,6 +152,12 @@ impl Chain {
         self.hasher.clone().finalize().into()
     }
 
+    /// The hash of what was read up to the end of each recent line, and up to the base.
+    fn prefixes(&self) -> Vec<(u64, Digest32)> {
+        let ends = self.ring.iter().map(|e| (e.end, e.digest));
+        std::iter::once(self.base).chain(ends).collect()
+    }
+
     fn digest_at(&self, offset: u64) -> Option<Digest32> {
         if offset == self.end {
             return Some(self.digest());
@@ -206,6 +229,11 @@ struct Suspicion {
     finding: Tamper,
     /// The hashes of lines known to have been consumed from the missing content.
     lines: Vec<Digest32>,
+    /// The hash of what was read up to each recent line end, to recognise a copy that lacks
+    /// only the last lines read; empty when known from a checkpoint alone.
+    prefixes: Vec<(u64, Digest32)>,
+    /// When the content was first missed, to tell logrotate's copy from an older file.
+    noticed: SystemTime,
 }
 
 impl Suspicion {
@@ -223,6 +251,8 @@ impl Suspicion {
             since,
             finding,
             lines,
+            prefixes: chain.map(Chain::prefixes).unwrap_or_default(),
+            noticed: SystemTime::now(),
         }
     }
 }
@@ -346,7 +376,9 @@ impl LogWitness {
                     .position(|c| c.identity == state.identity);
                 let chain = index.map(|index| self.chains.remove(index));
                 let suspicion = Suspicion::new(state, Instant::now(), finding, chain.as_ref());
-                self.suspicions.push(suspicion);
+                if !self.copy_raced_a_write(&suspicion) {
+                    self.suspicions.push(suspicion);
+                }
             }
         }
         self.plan_skip(tailer);
@@ -515,6 +547,7 @@ impl LogWitness {
         for suspicion in suspicions {
             match self.judge(&suspicion.state, tailer, "") {
                 None => {}
+                Some(_) if self.copy_raced_a_write(&suspicion) => {}
                 Some(_) if now.duration_since(suspicion.since) >= self.options.settle => {
                     found.push(suspicion.finding);
                 }
@@ -522,6 +555,46 @@ impl LogWitness {
             }
         }
         found
+    }
+
+    /// Whether a truncated log's missing content is in a copy beside it but for the last lines
+    /// read, written after logrotate copied and before it truncated (see the module notes).
+    fn copy_raced_a_write(&self, suspicion: &Suspicion) -> bool {
+        if !matches!(suspicion.finding.seen, "shortened" | "first_line_changed") {
+            return false;
+        }
+        let read = suspicion.state.offset;
+        for candidate in siblings(&self.log) {
+            // Older rotations are skipped before anything of them is read.
+            let modified = fs::metadata(&candidate).and_then(|m| m.modified());
+            let Ok(modified) = modified else { continue };
+            let apart = suspicion
+                .noticed
+                .duration_since(modified)
+                .or_else(|_| modified.duration_since(suspicion.noticed))
+                .unwrap_or(Duration::MAX);
+            if apart > RACE_WINDOW {
+                continue;
+            }
+            let Some((len, digest)) = content_summary(&candidate) else {
+                continue;
+            };
+            let matches = suspicion
+                .prefixes
+                .iter()
+                .any(|&(end, known)| end == len && known == digest);
+            if matches && len < read && read - len <= RACE_MAX_BYTES {
+                info!(
+                    log = %self.log.display(),
+                    copy = %candidate.display(),
+                    lost_bytes = read - len,
+                    "a copy-and-truncate raced a write: lines read and delivered are in \
+                     neither file; a rotation, not tamper"
+                );
+                return true;
+            }
+        }
+        false
     }
 
     /// Returns `None` when the content `state` describes is still in the file or in a rotated
@@ -707,6 +780,32 @@ fn candidate_holds(path: &Path, state: &WitnessState) -> bool {
         prefix_digest(&file, state.offset)
     };
     matches!(digest, Ok(Some(d)) if hex(&d) == state.digest)
+}
+
+/// The length and hash of the content of a file beside the log, plain or gzip-compressed;
+/// `None` when it cannot be read.
+fn content_summary(path: &Path) -> Option<(u64, Digest32)> {
+    let file = File::open(path).ok()?;
+    let mut hasher = Sha256::new();
+    let mut reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    let mut chunk = vec![0_u8; CHUNK];
+    let mut len = 0_u64;
+    loop {
+        match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&chunk[..n]);
+                len += n as u64;
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    Some((len, hasher.finalize().into()))
 }
 
 /// Hashes the first `len` bytes of `file`; `None` when it is shorter.
@@ -1142,6 +1241,67 @@ mod tests {
             .expect("truncate");
         let found = fixture.write("2026-06-01 00:00:00 startup archives unpack\n");
         assert!(found.is_empty(), "{found:?}");
+    }
+
+    /// Copies the log as logrotate does, then lets `between` write and the tailer read before
+    /// the truncation; returns what the witness found once a new line came.
+    fn copytruncate_racing(
+        fixture: &mut Fixture,
+        between: &str,
+        copy_age: Duration,
+    ) -> Vec<Tamper> {
+        let copy = fixture.sibling("dpkg.log.1");
+        fs::copy(&fixture.log, &copy).expect("copy");
+        let modified = SystemTime::now() - copy_age;
+        File::options()
+            .write(true)
+            .open(&copy)
+            .and_then(|f| f.set_modified(modified))
+            .expect("set the copy's time");
+        let mut found = fixture.write(between);
+        OpenOptions::new()
+            .write(true)
+            .open(&fixture.log)
+            .and_then(|f| f.set_len(0))
+            .expect("truncate");
+        found.extend(fixture.write("2026-06-01 00:00:00 startup archives unpack\n"));
+        found
+    }
+
+    #[test]
+    fn a_copytruncate_racing_a_write_is_a_rotation() {
+        let mut fixture = Fixture::new();
+        fixture.take_delivered();
+        let between = "2026-05-03 10:00:03 remove vim:amd64 2:9.0-1 <none>\n";
+        let found = copytruncate_racing(&mut fixture, between, Duration::ZERO);
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(
+            fixture.take_delivered(),
+            [
+                "2026-05-03 10:00:03 remove vim:amd64 2:9.0-1 <none>",
+                "2026-06-01 00:00:00 startup archives unpack"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_old_copy_lacking_lines_read_is_tamper() {
+        let mut fixture = Fixture::new();
+        let between = "2026-05-03 10:00:03 remove vim:amd64 2:9.0-1 <none>\n";
+        let found = copytruncate_racing(&mut fixture, between, Duration::from_hours(1));
+        assert_eq!(seen(&found), ["shortened"], "{found:?}");
+    }
+
+    #[test]
+    fn a_copy_lacking_more_than_a_race_can_write_is_tamper() {
+        let mut fixture = Fixture::new();
+        let line = format!(
+            "2026-05-03 10:00:03 status installed {}:amd64 1\n",
+            "p".repeat(400)
+        );
+        let lines = usize::try_from(RACE_MAX_BYTES).expect("small") / line.len() + 1;
+        let found = copytruncate_racing(&mut fixture, &line.repeat(lines), Duration::ZERO);
+        assert_eq!(seen(&found), ["shortened"], "{found:?}");
     }
 
     #[test]

@@ -399,11 +399,16 @@ fn seq_of(tag: &str, package: &str) -> Option<u64> {
         .ok()
 }
 
+/// How many output lines that are not events of written lines a failure shows.
+const MALFORMED_EXAMPLES: usize = 3;
+
 /// Events per line, read from an output as it grows.
 #[derive(Default)]
 struct Counts {
     events: HashMap<u64, usize>,
     malformed: usize,
+    /// The first few output lines that were not an event of a written line, for the report.
+    malformed_examples: Vec<String>,
 }
 
 /// Reads a JSON lines output incrementally.
@@ -444,9 +449,17 @@ impl OutputReader {
                     .as_str()
                     .and_then(|p| seq_of(&self.tag, p))
             });
-            match seq {
-                Some(seq) => *self.counts.events.entry(seq).or_default() += 1,
-                None => self.counts.malformed += 1,
+            if let Some(seq) = seq {
+                *self.counts.events.entry(seq).or_default() += 1;
+                continue;
+            }
+            self.counts.malformed += 1;
+            if self.counts.malformed_examples.len() < MALFORMED_EXAMPLES {
+                let text = String::from_utf8_lossy(raw);
+                let text: String = text.chars().take(600).collect();
+                self.counts
+                    .malformed_examples
+                    .push(text.escape_debug().to_string());
             }
         }
         Ok(())
@@ -632,8 +645,9 @@ fn rotations(
 fn check_malformed(output: &OutputReader) -> anyhow::Result<()> {
     if output.counts.malformed > 0 {
         bail!(
-            "{} lines of the output are not whole events",
-            output.counts.malformed
+            "{} lines of the output are not whole events; the first:\n{}",
+            output.counts.malformed,
+            output.counts.malformed_examples.join("\n")
         );
     }
     Ok(())
