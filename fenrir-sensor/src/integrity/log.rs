@@ -40,9 +40,9 @@
 //! makes the copy, writes and truncates within [`RACE_WINDOW`] (what was written was read and
 //! delivered all the same); lines appended after the last read and cut away before the next
 //! one, which were never read (logrotate's `copytruncate` has the same race and loses such
-//! lines too); and a log
-//! rotated into another directory (`olddir`), which looks deleted and is reported as tamper,
-//! as is a rotation configured with `rotate 0` (the old content is deleted).
+//! lines too); and a log rotated into another directory (`olddir`), which looks deleted and
+//! is reported as tamper, as is a rotation configured with `rotate 0` (the old content is
+//! deleted).
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File};
