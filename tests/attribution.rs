@@ -19,21 +19,7 @@ const WAIT: Duration = Duration::from_secs(20);
 const LOGIN_UID: u32 = 65534;
 
 fn sensor_args(sandbox: &Sandbox) -> Vec<String> {
-    [
-        "run",
-        "--no-journald",
-        "--host",
-        "attribution-host",
-        "--dpkg-log",
-        &sandbox.log().display().to_string(),
-        "--dpkg-admindir",
-        &sandbox.admin_dir().display().to_string(),
-        "--state-dir",
-        &sandbox.path().join("state").display().to_string(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect()
+    sandbox.run_args(&["--no-journald", "--host", "attribution-host"])
 }
 
 /// Starts the sensor without its kernel tracer (`--no-ebpf`).

@@ -15,21 +15,12 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// The arguments of a sensor following `sandbox`'s log with JSON on stdout only.
 fn run_args(sandbox: &Sandbox, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = vec![
-        "run".into(),
-        "--no-journald".into(),
-        "--no-ebpf".into(),
-        "--host".into(),
-        "sandbox-host".into(),
-        "--dpkg-log".into(),
-        sandbox.log().display().to_string(),
-        "--dpkg-admindir".into(),
-        sandbox.admin_dir().display().to_string(),
-        "--state-dir".into(),
-        sandbox.path().join("state").display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    args
+    let options = [
+        &["--no-journald", "--no-ebpf", "--host", "sandbox-host"],
+        extra,
+    ]
+    .concat();
+    sandbox.run_args(&options)
 }
 
 /// `(category, package, old_version, new_version)` of an event, for exact comparisons.

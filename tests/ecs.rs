@@ -58,23 +58,7 @@ fn traced_changes_become_ecs_documents_with_package_process_and_user() -> anyhow
         return Ok(());
     }
     let sandbox = Sandbox::new()?;
-    let args: Vec<String> = [
-        "run",
-        "--no-journald",
-        "--format",
-        "ecs",
-        "--host",
-        "ecs-host",
-        "--dpkg-log",
-        &sandbox.log().display().to_string(),
-        "--dpkg-admindir",
-        &sandbox.admin_dir().display().to_string(),
-        "--state-dir",
-        &sandbox.path().join("state").display().to_string(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let args = sandbox.run_args(&["--no-journald", "--format", "ecs", "--host", "ecs-host"]);
     let sensor = Sensor::start(&args)?;
     let traced = sensor.stderr().contains("attribution=true");
 
@@ -256,21 +240,7 @@ fn first_line(path: &Path) -> anyhow::Result<Value> {
 fn start_with_config(sandbox: &Sandbox, config: &str) -> anyhow::Result<Sensor> {
     let path = sandbox.path().join("fenrir.toml");
     fs::write(&path, config)?;
-    let args: Vec<String> = [
-        "run",
-        "--config",
-        &path.display().to_string(),
-        "--no-ebpf",
-        "--dpkg-log",
-        &sandbox.log().display().to_string(),
-        "--dpkg-admindir",
-        &sandbox.admin_dir().display().to_string(),
-        "--state-dir",
-        &sandbox.path().join("state").display().to_string(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let args = sandbox.run_args(&["--config", &path.display().to_string(), "--no-ebpf"]);
     Sensor::start(&args)
 }
 

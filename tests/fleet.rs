@@ -151,21 +151,7 @@ fn entries_reach_a_journal_collector_through_journal_upload() -> anyhow::Result<
 
     let sandbox = Sandbox::new()?;
     let host = unique_tag("fleet");
-    let args: Vec<String> = [
-        "run",
-        "--no-ebpf",
-        "--host",
-        &host,
-        "--dpkg-log",
-        &sandbox.log().display().to_string(),
-        "--dpkg-admindir",
-        &sandbox.admin_dir().display().to_string(),
-        "--state-dir",
-        &sandbox.path().join("state").display().to_string(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let args = sandbox.run_args(&["--no-ebpf", "--host", &host]);
     let sensor = Sensor::start(&args)?;
     sandbox.install(&PackageSpec::new("fenrir-fleet", "1.0-1"))?;
     sandbox.dpkg_ok(&["-r", "fenrir-fleet"])?;

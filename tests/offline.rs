@@ -15,24 +15,12 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(20);
 
 fn run_args(sandbox: &Sandbox, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "run",
-        "--no-journald",
-        "--no-ebpf",
-        "--host",
-        "offline-host",
-        "--dpkg-log",
-        &sandbox.log().display().to_string(),
-        "--dpkg-admindir",
-        &sandbox.admin_dir().display().to_string(),
-        "--state-dir",
-        &sandbox.path().join("state").display().to_string(),
+    let options = [
+        &["--no-journald", "--no-ebpf", "--host", "offline-host"],
+        extra,
     ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    args
+    .concat();
+    sandbox.run_args(&options)
 }
 
 /// `(category, package, old_version, new_version)` of an event.

@@ -402,24 +402,12 @@ fn table_and_csv_are_readable_and_escaped() -> anyhow::Result<()> {
 }
 
 fn run_args(sandbox: &Sandbox, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "run",
-        "--no-journald",
-        "--no-ebpf",
-        "--host",
-        "sensor-host",
-        "--dpkg-log",
-        &sandbox.log().display().to_string(),
-        "--dpkg-admindir",
-        &sandbox.admin_dir().display().to_string(),
-        "--state-dir",
-        &sandbox.path().join("state").display().to_string(),
+    let options = [
+        &["--no-journald", "--no-ebpf", "--host", "sensor-host"],
+        extra,
     ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    args
+    .concat();
+    sandbox.run_args(&options)
 }
 
 #[test]

@@ -25,21 +25,7 @@ fn start(sandbox: &Sandbox, config: &str) -> anyhow::Result<Sensor> {
         &path,
         format!("[ssh]\nsource = \"off\"\n[sinks.journald]\nenabled = false\n{config}"),
     )?;
-    let args: Vec<String> = [
-        "run",
-        "--config",
-        &path.display().to_string(),
-        "--no-ebpf",
-        "--dpkg-log",
-        &sandbox.log().display().to_string(),
-        "--dpkg-admindir",
-        &sandbox.admin_dir().display().to_string(),
-        "--state-dir",
-        &sandbox.path().join("state").display().to_string(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let args = sandbox.run_args(&["--config", &path.display().to_string(), "--no-ebpf"]);
     Sensor::start(&args)
 }
 

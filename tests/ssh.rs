@@ -35,22 +35,7 @@ fn start_sensor(
 ) -> anyhow::Result<Option<Sensor>> {
     let path = sandbox.path().join("fenrir.toml");
     fs::write(&path, config)?;
-    let args: Vec<String> = [
-        "run",
-        "--config",
-        &path.display().to_string(),
-        "--host",
-        host,
-        "--dpkg-log",
-        &sandbox.log().display().to_string(),
-        "--dpkg-admindir",
-        &sandbox.admin_dir().display().to_string(),
-        "--state-dir",
-        &sandbox.path().join("state").display().to_string(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let args = sandbox.run_args(&["--config", &path.display().to_string(), "--host", host]);
     let sensor = Sensor::start_wrapped(wrapper, &args)?;
     if !sensor.stderr().contains("attribution=true") {
         println!("skipping: the sensor runs without its kernel tracer here");

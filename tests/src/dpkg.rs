@@ -115,6 +115,23 @@ impl Sandbox {
         self.dir.path().join("log/dpkg.log")
     }
 
+    /// Returns the arguments of `fenrir-sensor run` with `options`, pointed at this sandbox:
+    /// its log, its admin directory and a state directory inside it.
+    #[must_use]
+    pub fn run_args(&self, options: &[&str]) -> Vec<String> {
+        let mut args = vec!["run".to_owned()];
+        args.extend(options.iter().map(|s| (*s).to_owned()));
+        for (option, value) in [
+            ("--dpkg-log", self.log()),
+            ("--dpkg-admindir", self.admin_dir()),
+            ("--state-dir", self.path().join("state")),
+        ] {
+            args.push(option.to_owned());
+            args.push(value.display().to_string());
+        }
+        args
+    }
+
     /// Builds a `.deb` with `dpkg-deb --build` and returns its path.
     pub fn build(&self, spec: &PackageSpec) -> anyhow::Result<PathBuf> {
         let tree = self
