@@ -538,15 +538,22 @@ fn replay_and_query_name_the_command_each_managers_log_recorded() -> anyhow::Res
     sandbox.pacman(&["-U", &pacman_v2])?;
     sandbox.pacman(&["-R", "fenrir-who"])?;
 
-    // zypper: rotated the way SUSE's logrotate does, with a date. zypper 1.14 fails after
-    // removing a root's last package, so another one stays.
+    // zypper: rotated with a date, as its logrotate rule does, and compressed with xz. zypper
+    // 1.14 fails after removing a root's last package, so another one stays.
     let anchor = sandbox
         .build_rpm("fenrir-anchor", "1.0")?
         .display()
         .to_string();
     sandbox.zypper(&["install", "--allow-unsigned-rpm", &anchor, &rpm])?;
     let zypper_log = sandbox.zypper_log();
-    fs::rename(&zypper_log, zypper_log.with_file_name("history-20260101"))?;
+    let zypper_rotated = zypper_log.with_file_name("history-20260101");
+    fs::rename(&zypper_log, &zypper_rotated)?;
+    let history = fs::read_to_string(&zypper_rotated)?;
+    let compressed = std::process::Command::new("xz")
+        .arg(&zypper_rotated)
+        .status()?;
+    anyhow::ensure!(compressed.success(), "xz failed");
+    let zypper_rotated = zypper_log.with_file_name("history-20260101.xz");
     sandbox.zypper(&["remove", "fenrir-who"])?;
 
     // dnf: dnf.rpm.log has the changes, dnf.log beside it the commands.
@@ -595,9 +602,8 @@ fn replay_and_query_name_the_command_each_managers_log_recorded() -> anyhow::Res
     let zypper = who(&events_of(&[
         "replay".as_ref(),
         zypper_log.as_os_str(),
-        zypper_log.with_file_name("history-20260101").as_os_str(),
+        zypper_rotated.as_os_str(),
     ])?);
-    let history = fs::read_to_string(zypper_log.with_file_name("history-20260101"))?;
     let user = history
         .lines()
         .find_map(|l| l.split('|').nth(2).filter(|_| l.contains("|command|")))

@@ -1,5 +1,5 @@
-//! `fenrir-sensor replay` on real logs from public systems: a rotated set with a `.gz` member
-//! given in any order, local time zones, and input that is not a dpkg log at all.
+//! `fenrir-sensor replay` on real logs from public systems: a rotated set with `.gz` and `.xz`
+//! members given in any order, local time zones, and input that is not a dpkg log at all.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -50,15 +50,21 @@ fn rotated_set_in_any_order_replays_oldest_first() -> anyhow::Result<()> {
     };
     let dir = tempfile::tempdir()?;
 
-    // logrotate compresses older rotations; the replay must read them whatever their name.
-    let gz = dir.path().join("dpkg.log.2.gz");
-    fs::copy(&second, dir.path().join("dpkg.log.2"))?;
-    let status = Command::new("gzip")
-        .arg(dir.path().join("dpkg.log.2"))
-        .status()?;
-    assert!(status.success() && gz.exists());
+    // logrotate compresses older rotations, with gzip or the `compresscmd` it is given (xz
+    // here); the replay must read them whatever their name.
+    let compress = |source: &Path, rotated: &str, program: &str| -> anyhow::Result<PathBuf> {
+        let plain = dir.path().join(rotated);
+        fs::copy(source, &plain)?;
+        let status = Command::new(program).arg(&plain).status()?;
+        let suffix = if program == "gzip" { "gz" } else { "xz" };
+        let compressed = dir.path().join(format!("{rotated}.{suffix}"));
+        anyhow::ensure!(status.success() && compressed.exists(), "{program} failed");
+        Ok(compressed)
+    };
+    let gz = compress(&second, "dpkg.log.2", "gzip")?;
+    let xz = compress(&first, "dpkg.log.1", "xz")?;
 
-    let shuffled = events(&replay(&[&current, &gz, &first], "UTC")?)?;
+    let shuffled = events(&replay(&[&current, &gz, &xz], "UTC")?)?;
 
     // The same history as one plain file, oldest first, is the reference.
     let joined = dir.path().join("joined.log");

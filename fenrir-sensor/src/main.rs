@@ -36,7 +36,7 @@ struct Cli {
 enum Command {
     /// Follow dpkg.log and emit an event for every package change
     Run(RunArgs),
-    /// Print the events of whole log files (plain or .gz, a rotated set in any order)
+    /// Print the events of whole log files (plain, .gz or .xz, a rotated set in any order)
     #[command(after_help = "\
 Each FILE may be a log of dpkg, dnf (dnf.rpm.log), yum, zypper (zypp/history), pacman or apk; \
 its format is told from its first lines. The other managers' events carry what their own log \
@@ -51,7 +51,7 @@ reads /var/log/apt/history.log*.")]
         /// Host name the events carry [default: this host's name]
         #[arg(long)]
         host: Option<String>,
-        /// apt history log to attribute events from (plain or .gz); repeatable
+        /// apt history log to attribute events from (plain, .gz or .xz); repeatable
         /// [default: every apt/history.log* beside the FILEs]
         #[arg(long, value_name = "FILE")]
         apt_history: Vec<PathBuf>,
@@ -74,7 +74,7 @@ chain check.")]
     /// Answer a question about past package changes from the event store and the logs
     #[command(after_help = "\
 Events come from the event store in the state directory and, for any time it does not cover, \
-from dpkg.log and its rotations (plain or .gz) with apt's history.log* for who, and from the \
+from dpkg.log and its rotations (plain, .gz or .xz) with apt's history.log* for who, and from the \
 other managers' followed logs and their rotations; the same log line from both is shown once, \
 as stored. Output: a table on a terminal, JSON lines otherwise.")]
     Query(query::cli::QueryArgs),

@@ -1,4 +1,5 @@
-//! Reads whole package-manager logs — plain or gzip, a rotated set in any order — into events.
+//! Reads whole package-manager logs — plain, gzip or xz, a rotated set in any order — into
+//! events.
 //!
 //! In: file paths, and apt's history logs of the same host. Out: one JSON line per event on a
 //! writer, oldest file first, each file in line order, with default severities. Each file's
@@ -82,21 +83,45 @@ pub enum HistorySource {
 /// Bytes read from a log at once: large reads keep a long history's system calls few.
 const READ_BUFFER: usize = 64 * 1024;
 
-/// Opens a log, decompressing it when it starts with the gzip magic, whatever its name.
+/// The first bytes of a gzip member.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// The first bytes of an xz stream.
+const XZ_MAGIC: [u8; 6] = [0xfd, b'7', b'z', b'X', b'Z', 0x00];
+
+/// The suffixes logrotate gives the compressions [`open_log`] reads.
+const COMPRESSED_SUFFIXES: [&str; 2] = [".gz", ".xz"];
+
+/// Opens a log, decompressing it when it starts with the gzip or xz magic, whatever its name.
 pub(crate) fn open_log(path: &Path) -> io::Result<Box<dyn BufRead>> {
     let mut file = File::open(path)?;
-    let mut magic = [0_u8; 2];
-    let n = file.read(&mut magic)?;
+    let mut magic = [0_u8; XZ_MAGIC.len()];
+    let mut n = 0;
+    while n < magic.len() {
+        match file.read(&mut magic[n..])? {
+            0 => break,
+            read => n += read,
+        }
+    }
     let head = io::Cursor::new(magic[..n].to_vec());
     let stream = head.chain(file);
-    if n == 2 && magic == [0x1f, 0x8b] {
-        Ok(Box::new(BufReader::with_capacity(
-            READ_BUFFER,
-            MultiGzDecoder::new(stream),
-        )))
+    let reader: Box<dyn Read> = if magic[..n].starts_with(&GZIP_MAGIC) {
+        Box::new(MultiGzDecoder::new(stream))
+    } else if magic[..n] == XZ_MAGIC {
+        // Concatenated streams, as `xz` appends them, are read as one.
+        Box::new(lzma_rust2::XzReader::new(stream, true))
     } else {
-        Ok(Box::new(BufReader::with_capacity(READ_BUFFER, stream)))
-    }
+        Box::new(stream)
+    };
+    Ok(Box::new(BufReader::with_capacity(READ_BUFFER, reader)))
+}
+
+/// A rotated file's name without the suffix of its compression.
+fn without_compression(name: &str) -> &str {
+    COMPRESSED_SUFFIXES
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .unwrap_or(name)
 }
 
 /// Returns how old a file's name says it is within its rotated set, larger being older:
@@ -107,7 +132,7 @@ fn rotation_age(path: &Path) -> u64 {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    let name = without_compression(&name);
     if let Some(number) = name.rsplit('.').next().and_then(|n| n.parse::<u64>().ok()) {
         return number;
     }
@@ -139,7 +164,7 @@ fn line_time(line: &[u8]) -> Option<NaiveDateTime> {
     }
 }
 
-/// Returns the time of the first line of a log (plain or gzip) that has one.
+/// Returns the time of the first line of a log (plain or compressed) that has one.
 #[must_use]
 pub fn first_line_time(path: &Path) -> Option<NaiveDateTime> {
     let reader = open_log(path).ok()?;
@@ -399,7 +424,7 @@ fn is_dnf_log(path: &Path) -> bool {
     let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
         return false;
     };
-    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    let name = without_compression(&name);
     let name = name.trim_end_matches(|c: char| c.is_ascii_digit());
     let name = name.strip_suffix('.').unwrap_or(name);
     name.ends_with("dnf.log")
@@ -600,7 +625,7 @@ pub fn rotations_of(log: &Path) -> Vec<PathBuf> {
             let Some(rest) = entry_name.strip_prefix(name.as_str()) else {
                 return false;
             };
-            let rest = rest.strip_suffix(".gz").unwrap_or(rest);
+            let rest = without_compression(rest);
             let digits = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
             rest.is_empty()
                 || rest.strip_prefix('.').is_some_and(digits)
@@ -942,6 +967,8 @@ mod tests {
         assert_eq!(age("/var/log/dpkg.log.12.gz"), 12);
         assert!(age("/var/log/zypp/history-20240101") > age("/var/log/zypp/history-20240201"));
         assert!(age("/var/log/zypp/history-20240201.gz") > age("/var/log/zypp/history"));
+        assert!(age("/var/log/zypp/history-20240101.xz") > age("/var/log/zypp/history-20240201"));
+        assert_eq!(age("/var/log/pacman.log.2.xz"), 2);
         assert_eq!(age("/var/log/dnf.rpm.log"), 0);
     }
 
@@ -951,6 +978,7 @@ mod tests {
             "/var/log/dnf.log",
             "dnf.log.3",
             "dnf.log.2.gz",
+            "dnf.log.4.xz",
             "host__dnf.log",
         ] {
             assert!(is_dnf_log(Path::new(name)), "{name}");

@@ -15,8 +15,11 @@ pub const TEST_PACKAGES: &[&str] = &[
     // dpkg and dpkg-deb run against sandbox roots.
     "dpkg",
     // systemd-journald and journalctl, started and read back by the journald tests.
-    "systemd", // gzip builds rotated `.gz` logs for replay tests.
-    "gzip",    // python3 takes an fcntl lock the way dpkg does in the lock tests.
+    "systemd",
+    // gzip and xz build the rotated `.gz` and `.xz` logs of the replay tests.
+    "gzip",
+    "xz-utils",
+    // python3 takes an fcntl lock the way dpkg does in the lock tests.
     "python3",
     // bpftool dumps the kernel's types so a test can check the offsets read from BTF.
     "bpftool",

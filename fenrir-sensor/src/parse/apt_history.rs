@@ -183,7 +183,7 @@ pub struct AptHistory {
     pub stats: AptHistoryStats,
 }
 
-/// Reads a history file, plain or gzip (told apart by content, not by name).
+/// Reads a history file, plain, gzip or xz (told apart by content, not by name).
 ///
 /// # Errors
 /// [`AptHistoryError::Read`] when the file cannot be opened or read; malformed lines and

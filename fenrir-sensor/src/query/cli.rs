@@ -26,7 +26,7 @@ pub struct SourceArgs {
     /// The state directory whose event store is read [default: /var/lib/fenrir]
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// The dpkg log; its rotations beside it (.1, .N.gz) and apt/history.log* beside those
+    /// The dpkg log; its rotations beside it (.1, .N.gz, .N.xz) and apt/history.log* beside those
     /// are read too [default: /var/log/dpkg.log]
     #[arg(long, value_name = "PATH")]
     pub dpkg_log: Option<PathBuf>,
