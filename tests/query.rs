@@ -1,7 +1,8 @@
 //! `fenrir-sensor query` on real logs of known content, and on the event store a real sensor
-//! filled while real dpkg ran: filters, formats, rotated `.gz` sets, apt's history for who, and
-//! the merge of stored events with the same lines read again from the log.
+//! filled while real dpkg ran: filters, formats, rotated `.gz` sets (a damaged one too), apt's
+//! history for who, and the merge of stored events with the same lines read again from the log.
 
+use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -117,6 +118,68 @@ fn action_lines(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
         }
     }
     Ok(lines)
+}
+
+#[test]
+fn a_damaged_rotation_costs_only_its_own_lost_lines() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let Some(log) = host_logs(
+        dir.path(),
+        "PhoenixYanrongLi__ServerLog",
+        &["", ".1", ".2"],
+        &[],
+    )?
+    else {
+        return Ok(());
+    };
+    // A rotation cut short, as a full disk during compression leaves it.
+    let gz = log.with_extension("log.2.gz");
+    let whole = fs::read(&gz)?;
+    fs::write(&gz, &whole[..whole.len() / 2])?;
+    let log_arg = log.display().to_string();
+    let output = query(&[
+        "--no-store",
+        "--dpkg-log",
+        &log_arg,
+        "--now",
+        "2016-03-24T00:00:00Z",
+        "--format",
+        "json",
+    ])?;
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let events = json_events(&output)?;
+    assert!(
+        stderr.contains("stops decompressing") && stderr.contains("dpkg.log.2.gz"),
+        "{stderr}"
+    );
+
+    // The intact files give every action; the damaged one what came before the damage, in
+    // whole lines only.
+    let intact = action_lines(&[log.with_extension("log.1"), log.clone()])?;
+    let original = corpus("dpkg/PhoenixYanrongLi__ServerLog__dpkg.log.2").context("corpus")?;
+    let original_text = fs::read_to_string(&original)?;
+    let original_lines: BTreeSet<&str> = original_text.lines().collect();
+    let rotated = action_lines(&[original])?;
+    let lines = raw_lines(&events);
+    for line in &intact {
+        assert!(lines.contains(line), "{line} is answered");
+    }
+    let from_damaged: BTreeSet<&String> = lines.iter().filter(|l| !intact.contains(l)).collect();
+    assert!(
+        from_damaged.contains(&rotated[0]),
+        "the damaged file's first half is read"
+    );
+    assert!(
+        !from_damaged.contains(&rotated[rotated.len() - 1]),
+        "its second half is lost"
+    );
+    for line in from_damaged {
+        assert!(
+            original_lines.contains(line.as_str()),
+            "{line} is a whole line of the rotation"
+        );
+    }
+    Ok(())
 }
 
 #[test]

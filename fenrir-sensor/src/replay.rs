@@ -22,7 +22,7 @@ use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread;
 
 use chrono::NaiveDateTime;
@@ -106,14 +106,105 @@ pub(crate) fn open_log(path: &Path) -> io::Result<Box<dyn BufRead>> {
     let head = io::Cursor::new(magic[..n].to_vec());
     let stream = head.chain(file);
     let reader: Box<dyn Read> = if magic[..n].starts_with(&GZIP_MAGIC) {
-        Box::new(MultiGzDecoder::new(stream))
+        Box::new(Damaged::new(path, MultiGzDecoder::new(stream)))
     } else if magic[..n] == XZ_MAGIC {
         // Concatenated streams, as `xz` appends them, are read as one.
-        Box::new(lzma_rust2::XzReader::new(stream, true))
+        Box::new(Damaged::new(path, lzma_rust2::XzReader::new(stream, true)))
     } else {
         Box::new(stream)
     };
     Ok(Box::new(BufReader::with_capacity(READ_BUFFER, reader)))
+}
+
+/// A decompressing reader that ends where its input stops decompressing, with a warning.
+///
+/// A rotated log cut short (a full disk during compression) or damaged must not cost the
+/// answers every other file holds: its whole lines up to the damage are used, and the line the
+/// damage cut (which could read as a change with a shortened version) is dropped.
+struct Damaged<R> {
+    path: PathBuf,
+    inner: R,
+    /// Decompressed bytes up to a newline, handed out from `at`.
+    ready: Vec<u8>,
+    at: usize,
+    /// Decompressed bytes after the last newline, held until their line is whole.
+    pending: Vec<u8>,
+    done: bool,
+}
+
+/// The most bytes [`Damaged`] holds back waiting for a newline; a longer line is too long
+/// for any reader of logs and is passed on as it is.
+const DAMAGED_HOLD_MAX: usize = 1 << 20;
+
+impl<R: Read> Damaged<R> {
+    fn new(path: &Path, inner: R) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            inner,
+            ready: Vec::new(),
+            at: 0,
+            pending: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// Decompresses the next chunk into `ready` or `pending`.
+    fn fill(&mut self) {
+        self.ready.clear();
+        self.at = 0;
+        let mut chunk = vec![0_u8; READ_BUFFER];
+        match self.inner.read(&mut chunk) {
+            Ok(0) => {
+                // A whole stream's last line needs no newline.
+                self.ready = std::mem::take(&mut self.pending);
+                self.done = true;
+            }
+            Ok(n) => {
+                self.pending.extend_from_slice(&chunk[..n]);
+                let cut = match memchr::memrchr(b'\n', &self.pending) {
+                    Some(newline) => newline + 1,
+                    None if self.pending.len() > DAMAGED_HOLD_MAX => self.pending.len(),
+                    None => return,
+                };
+                self.ready = self.pending.drain(..cut).collect();
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => {
+                warn_damaged_once(&self.path, &err);
+                self.pending.clear();
+                self.done = true;
+            }
+        }
+    }
+}
+
+impl<R: Read> Read for Damaged<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.ready.len() {
+            if self.done {
+                return Ok(0);
+            }
+            self.fill();
+        }
+        let n = buf.len().min(self.ready.len() - self.at);
+        buf[..n].copy_from_slice(&self.ready[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Warns of a damaged compressed log once per process, however often it is opened.
+fn warn_damaged_once(path: &Path, err: &io::Error) {
+    static WARNED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+    let mut warned = WARNED.lock().unwrap_or_else(PoisonError::into_inner);
+    if warned.insert(path.to_path_buf()) {
+        warn!(
+            path = %path.display(),
+            error = %err,
+            "a compressed log stops decompressing here; its lines before are used, the rest \
+             is lost"
+        );
+    }
 }
 
 /// A rotated file's name without the suffix of its compression.
@@ -301,7 +392,8 @@ fn detect_format(path: &Path) -> Result<LogFormat, ReplayError> {
 /// of each other format.
 ///
 /// # Errors
-/// An unreadable file stops the replay with its path; malformed lines never do.
+/// An unreadable file stops the replay with its path; malformed lines never do, nor does a
+/// compressed file damaged partway (its whole lines before the damage are read).
 pub fn replay(
     paths: &[PathBuf],
     host: &str,
@@ -958,6 +1050,34 @@ pub(crate) fn read_bounded_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_damaged_compressed_log_gives_its_whole_lines_up_to_the_damage() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut text = String::new();
+        for n in 0..5000 {
+            let line = format!("2026-05-03 10:00:00 install p{n}:amd64 <none> 1.{n}-1\n");
+            text.push_str(&line);
+        }
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(text.as_bytes()).expect("compress");
+        let gz = encoder.finish().expect("finish");
+        let path = dir.path().join("dpkg.log.2.gz");
+        fs::write(&path, &gz[..gz.len() / 2]).expect("write");
+
+        let mut read = String::new();
+        open_log(&path)
+            .expect("open")
+            .read_to_string(&mut read)
+            .expect("the damage ends the file, it fails nothing");
+        assert!(
+            !read.is_empty() && read.len() < text.len(),
+            "{}",
+            read.len()
+        );
+        assert!(read.ends_with('\n'), "the cut line is dropped");
+        assert!(text.starts_with(&read), "what is read is the file's start");
+    }
 
     #[test]
     fn rotation_names_order_older_first() {
