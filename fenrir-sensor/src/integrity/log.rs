@@ -26,7 +26,8 @@
 //!   its start, and reads a replacing file whole) are delivered only after the last one that is
 //!   one of the lines already consumed (the last [`RING_LINES`] while running, the last
 //!   [`SAVED_LINES`] kept with the checkpoint): what was delivered is not delivered again, and
-//!   what dpkg wrote after the tampering still is.
+//!   what dpkg wrote after the tampering still is. A file read empty, between the truncation
+//!   and the write of a rewrite (`cat edited > dpkg.log`), is judged again once it has lines.
 //!
 //! - **Copy and truncate racing a write.** A line dpkg writes after logrotate's copy and
 //!   before its truncation is in neither file afterwards, and when the sensor read it in that
@@ -279,6 +280,9 @@ pub struct LogWitness {
     /// Lines of this file up to this offset were delivered before the content was tampered
     /// with: they are not delivered again.
     skip: Option<(FileIdentity, u64)>,
+    /// The file at the path was empty when the skip was planned (between the truncation and
+    /// the write of a rewrite): the lines consumed before, to plan again once it has lines.
+    replan: Option<HashSet<Digest32>>,
 }
 
 impl LogWitness {
@@ -298,6 +302,7 @@ impl LogWitness {
             last_full_check: Instant::now(),
             saved: saved.clone(),
             skip: None,
+            replan: None,
         };
         for followed in tailer.followed() {
             let identity = followed.position.identity;
@@ -386,7 +391,12 @@ impl LogWitness {
     }
 
     /// Leaves out of `lines` those that were delivered before the log was tampered with.
-    pub fn drop_delivered(&mut self, lines: &mut Vec<Line>) {
+    pub fn drop_delivered(&mut self, lines: &mut Vec<Line>, tailer: &Tailer) {
+        if !lines.is_empty() {
+            if let Some(known) = self.replan.take() {
+                self.plan_skip_among(tailer, known);
+            }
+        }
         let Some((identity, end)) = self.skip else {
             return;
         };
@@ -405,12 +415,18 @@ impl LogWitness {
     /// tampering; with none of them left (the log emptied, or cut before them) the file is
     /// read whole.
     fn plan_skip(&mut self, tailer: &Tailer) {
-        self.skip = None;
         let known: HashSet<Digest32> = self
             .suspicions
             .iter()
             .flat_map(|s| s.lines.iter().copied())
             .collect();
+        self.plan_skip_among(tailer, known);
+    }
+
+    /// Plans the skip with `known` as the lines consumed before.
+    fn plan_skip_among(&mut self, tailer: &Tailer, known: HashSet<Digest32>) {
+        self.skip = None;
+        self.replan = None;
         if known.is_empty() {
             return;
         }
@@ -420,7 +436,13 @@ impl LogWitness {
         };
         let end = match last_known_line_end(current.file, &known) {
             Ok(Some(end)) => end,
-            Ok(None) => return,
+            Ok(None) => {
+                // Emptied for now; a rewrite in two steps (truncate, then write) comes next.
+                if current.file.metadata().is_ok_and(|m| m.len() == 0) {
+                    self.replan = Some(known);
+                }
+                return;
+            }
             Err(err) => {
                 debug!(error = %err, "cannot look for the lines already read");
                 return;
@@ -974,7 +996,7 @@ mod tests {
             if !notices.is_empty() {
                 found.extend(self.witness.notice(&self.tailer));
             }
-            self.witness.drop_delivered(&mut lines);
+            self.witness.drop_delivered(&mut lines, &self.tailer);
             self.witness.observe(&lines, &self.tailer);
             self.delivered.extend(
                 lines
@@ -1148,6 +1170,31 @@ mod tests {
     }
 
     #[test]
+    fn a_rewrite_read_between_its_truncation_and_its_write_delivers_nothing_again() {
+        let mut fixture = Fixture::new();
+        let text = fs::read_to_string(&fixture.log).expect("read");
+        fixture.take_delivered();
+        let kept: String = text
+            .lines()
+            .filter(|l| !l.contains(" install "))
+            .flat_map(|l| [l, "\n"])
+            .collect();
+        // `cat edited > dpkg.log`: the shell truncates, the sensor reads, then cat writes.
+        OpenOptions::new()
+            .write(true)
+            .open(&fixture.log)
+            .and_then(|f| f.set_len(0))
+            .expect("truncate");
+        let found = fixture.read();
+        assert_eq!(seen(&found), ["shortened"], "{found:?}");
+        append(&fixture.log, &kept);
+        assert!(fixture.read().is_empty());
+        assert_eq!(fixture.take_delivered(), Vec::<String>::new());
+        fixture.write(&format!("{NEXT}\n"));
+        assert_eq!(fixture.take_delivered(), [NEXT]);
+    }
+
+    #[test]
     fn lines_after_a_rotation_are_all_delivered() {
         let mut fixture = Fixture::new();
         fixture.take_delivered();
@@ -1197,7 +1244,7 @@ mod tests {
         assert_eq!(seen(&found), ["shortened"], "{found:?}");
         let (mut lines, _) = tailer.read_lines(1000).expect("read");
         assert_eq!(lines.len(), 3, "the tailer reads the file from its start");
-        witness.drop_delivered(&mut lines);
+        witness.drop_delivered(&mut lines, &tailer);
         let texts: Vec<String> = lines
             .iter()
             .map(|l| String::from_utf8_lossy(&l.bytes).into_owned())

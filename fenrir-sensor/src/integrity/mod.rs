@@ -252,7 +252,7 @@ impl Integrity {
                 let found = witness.notice(tailer);
                 events.extend(found.iter().map(|t| tamper_event(t, &self.host)));
             }
-            witness.drop_delivered(lines);
+            witness.drop_delivered(lines, tailer);
             witness.observe(lines, tailer);
         }
         events
