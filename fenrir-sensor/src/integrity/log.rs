@@ -808,26 +808,11 @@ fn candidate_holds(path: &Path, state: &WitnessState) -> bool {
 /// `None` when it cannot be read.
 fn content_summary(path: &Path) -> Option<(u64, Digest32)> {
     let file = File::open(path).ok()?;
-    let mut hasher = Sha256::new();
-    let mut reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
+    if path.extension().is_some_and(|e| e == "gz") {
+        hash_reader(flate2::read::MultiGzDecoder::new(file), u64::MAX)
     } else {
-        Box::new(file)
-    };
-    let mut chunk = vec![0_u8; CHUNK];
-    let mut len = 0_u64;
-    loop {
-        match reader.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => {
-                hasher.update(&chunk[..n]);
-                len += n as u64;
-            }
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
+        hash_reader(file, u64::MAX)
     }
-    Some((len, hasher.finalize().into()))
 }
 
 /// Hashes the first `len` bytes of `file`; `None` when it is shorter.
@@ -841,8 +826,15 @@ fn prefix_digest(file: &File, len: u64) -> io::Result<Option<Digest32>> {
 
 /// Hashes the first `len` bytes a reader yields; `None` when it ends before.
 fn reader_digest(reader: impl Read, len: u64) -> Option<Digest32> {
+    hash_reader(reader, len)
+        .filter(|&(total, _)| total == len)
+        .map(|(_, digest)| digest)
+}
+
+/// Hashes what a reader yields, at most `limit` bytes; returns how many there were.
+fn hash_reader(reader: impl Read, limit: u64) -> Option<(u64, Digest32)> {
     let mut hasher = Sha256::new();
-    let mut limited = reader.take(len);
+    let mut limited = reader.take(limit);
     let mut chunk = vec![0_u8; CHUNK];
     let mut total = 0_u64;
     loop {
@@ -857,7 +849,7 @@ fn reader_digest(reader: impl Read, len: u64) -> Option<Digest32> {
             Err(_) => return None,
         }
     }
-    (total == len).then(|| hasher.finalize().into())
+    Some((total, hasher.finalize().into()))
 }
 
 /// Feeds `[from, to)` of `file` to `hasher`; returns how many bytes there were.
