@@ -129,6 +129,7 @@ struct Damaged<R> {
     at: usize,
     /// Decompressed bytes after the last newline, held until their line is whole.
     pending: Vec<u8>,
+    chunk: Vec<u8>,
     done: bool,
 }
 
@@ -144,6 +145,7 @@ impl<R: Read> Damaged<R> {
             ready: Vec::new(),
             at: 0,
             pending: Vec::new(),
+            chunk: vec![0_u8; READ_BUFFER],
             done: false,
         }
     }
@@ -152,15 +154,14 @@ impl<R: Read> Damaged<R> {
     fn fill(&mut self) {
         self.ready.clear();
         self.at = 0;
-        let mut chunk = vec![0_u8; READ_BUFFER];
-        match self.inner.read(&mut chunk) {
+        match self.inner.read(&mut self.chunk) {
             Ok(0) => {
                 // A whole stream's last line needs no newline.
                 self.ready = std::mem::take(&mut self.pending);
                 self.done = true;
             }
             Ok(n) => {
-                self.pending.extend_from_slice(&chunk[..n]);
+                self.pending.extend_from_slice(&self.chunk[..n]);
                 let cut = match memchr::memrchr(b'\n', &self.pending) {
                     Some(newline) => newline + 1,
                     None if self.pending.len() > DAMAGED_HOLD_MAX => self.pending.len(),
