@@ -1113,17 +1113,22 @@ mod tests {
 
     const NEXT: &str = "2026-05-03 10:00:09 startup packages configure";
 
+    /// The fixture's log as it is, less its install line: an edit that hides a change.
+    fn without_the_install(fixture: &Fixture) -> String {
+        fs::read_to_string(&fixture.log)
+            .expect("read")
+            .lines()
+            .filter(|l| !l.contains(" install "))
+            .flat_map(|l| [l, "\n"])
+            .collect()
+    }
+
     #[test]
     fn lines_left_in_a_tampered_log_are_not_delivered_again() {
         // Shortened in place: the install line cut out, the lines around it kept.
         let mut fixture = Fixture::new();
-        let text = fs::read_to_string(&fixture.log).expect("read");
         fixture.take_delivered();
-        let kept: String = text
-            .lines()
-            .filter(|l| !l.contains(" install "))
-            .flat_map(|l| [l, "\n"])
-            .collect();
+        let kept = without_the_install(&fixture);
         fixture.rewrite_in_place(&kept);
         let found = fixture.read();
         assert_eq!(seen(&found), ["shortened"], "{found:?}");
@@ -1138,13 +1143,7 @@ mod tests {
         // line appended to it.
         let mut fixture = Fixture::new();
         fixture.take_delivered();
-        let text = fs::read_to_string(&fixture.log).expect("read");
-        let forged: String = text
-            .lines()
-            .filter(|l| !l.contains(" install "))
-            .chain([NEXT])
-            .flat_map(|l| [l, "\n"])
-            .collect();
+        let forged = format!("{}{NEXT}\n", without_the_install(&fixture));
         let temporary = fixture.sibling("sedXYZ");
         fs::write(&temporary, forged).expect("write");
         fs::rename(&temporary, &fixture.log).expect("rename");
@@ -1164,13 +1163,8 @@ mod tests {
     #[test]
     fn a_rewrite_read_between_its_truncation_and_its_write_delivers_nothing_again() {
         let mut fixture = Fixture::new();
-        let text = fs::read_to_string(&fixture.log).expect("read");
         fixture.take_delivered();
-        let kept: String = text
-            .lines()
-            .filter(|l| !l.contains(" install "))
-            .flat_map(|l| [l, "\n"])
-            .collect();
+        let kept = without_the_install(&fixture);
         // `cat edited > dpkg.log`: the shell truncates, the sensor reads, then cat writes.
         OpenOptions::new()
             .write(true)
