@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
 use tempfile::TempDir;
@@ -432,10 +432,21 @@ impl Drop for Rsyslog {
 }
 
 /// A user name no other test or run uses, short enough for every tool.
+///
+/// The sensor learns each user's addresses from the journal's past logins, and the journal
+/// outlives test runs. A process id alone repeats from run to run (a fresh pid namespace hands
+/// out the same ones), so the name also carries the clock: a name reused from an earlier run
+/// would make an address that run logged in from look familiar.
 fn unique_user() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("fnr{}x{n}", std::process::id())
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    // At most 10 hex digits; the clock wraps after 2^40 µs, about 12 days, so a name repeats
+    // only for the same pid and counter at the same microsecond of that cycle.
+    let clock = micros % (1 << 40);
+    format!("fnr{clock:x}p{}x{n}", std::process::id())
 }
 
 fn free_port() -> anyhow::Result<u16> {
