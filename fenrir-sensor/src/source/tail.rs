@@ -901,6 +901,18 @@ mod tests {
         texts(&lines)
     }
 
+    /// A log of one line, `first`, in a directory of its own, followed from its start with
+    /// that line read.
+    fn following(first: &str) -> (tempfile::TempDir, PathBuf, Tailer) {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("dpkg.log");
+        append(&log, &format!("{first}\n"));
+        let (mut tailer, _) =
+            Tailer::open(log.clone(), None, options(StartAt::Beginning)).expect("open");
+        assert_eq!(read_all(&mut tailer), [first]);
+        (dir, log, tailer)
+    }
+
     fn checkpoint_of(tailer: &Tailer) -> Checkpoint {
         let p = tailer.position().expect("position");
         Checkpoint::new(
@@ -977,12 +989,7 @@ mod tests {
 
     #[test]
     fn copytruncate_rereads_from_start() {
-        let dir = tempfile::tempdir().expect("dir");
-        let log = dir.path().join("dpkg.log");
-        append(&log, "2026-01-01 one\n");
-        let (mut tailer, _) =
-            Tailer::open(log.clone(), None, options(StartAt::Beginning)).expect("open");
-        assert_eq!(read_all(&mut tailer), ["2026-01-01 one"]);
+        let (dir, log, mut tailer) = following("2026-01-01 one");
 
         fs::copy(&log, dir.path().join("dpkg.log.1")).expect("copy");
         OpenOptions::new()
@@ -1028,12 +1035,7 @@ mod tests {
 
     #[test]
     fn two_copytruncates_between_reads_lose_nothing_a_copy_holds() {
-        let dir = tempfile::tempdir().expect("dir");
-        let log = dir.path().join("dpkg.log");
-        append(&log, "2026-01-01 one\n");
-        let (mut tailer, _) =
-            Tailer::open(log.clone(), None, options(StartAt::Beginning)).expect("open");
-        assert_eq!(read_all(&mut tailer), ["2026-01-01 one"]);
+        let (dir, log, mut tailer) = following("2026-01-01 one");
 
         append(&log, "2026-01-01 two\n");
         copy_and_truncate(&log, &dir.path().join("dpkg.log.1"));
@@ -1050,12 +1052,7 @@ mod tests {
 
     #[test]
     fn a_copytruncate_while_stopped_resumes_in_the_copy() {
-        let dir = tempfile::tempdir().expect("dir");
-        let log = dir.path().join("dpkg.log");
-        append(&log, "2026-01-01 one\n");
-        let (mut tailer, _) =
-            Tailer::open(log.clone(), None, options(StartAt::Beginning)).expect("open");
-        assert_eq!(read_all(&mut tailer), ["2026-01-01 one"]);
+        let (dir, log, tailer) = following("2026-01-01 one");
         let checkpoint = checkpoint_of(&tailer);
         drop(tailer);
 
@@ -1078,12 +1075,7 @@ mod tests {
 
     #[test]
     fn a_file_rotated_in_and_out_between_two_reads_is_read_in_order() {
-        let dir = tempfile::tempdir().expect("dir");
-        let log = dir.path().join("dpkg.log");
-        append(&log, "2026-01-01 a1\n");
-        let (mut tailer, _) =
-            Tailer::open(log.clone(), None, options(StartAt::Beginning)).expect("open");
-        assert_eq!(read_all(&mut tailer), ["2026-01-01 a1"]);
+        let (_dir, log, mut tailer) = following("2026-01-01 a1");
 
         append(&log, "2026-01-01 a2\n");
         rotate(&log, "dpkg.log.1");
@@ -1134,12 +1126,7 @@ mod tests {
 
     #[test]
     fn truncation_regrown_past_offset_is_caught_by_fingerprint() {
-        let dir = tempfile::tempdir().expect("dir");
-        let log = dir.path().join("dpkg.log");
-        append(&log, "2026-01-01 one\n");
-        let (mut tailer, _) =
-            Tailer::open(log.clone(), None, options(StartAt::Beginning)).expect("open");
-        assert_eq!(read_all(&mut tailer), ["2026-01-01 one"]);
+        let (_dir, log, mut tailer) = following("2026-01-01 one");
 
         fs::write(&log, "2026-03-01 replaced line that is longer\n").expect("rewrite");
         assert_eq!(
@@ -1150,12 +1137,7 @@ mod tests {
 
     #[test]
     fn delete_and_recreate_is_followed() {
-        let dir = tempfile::tempdir().expect("dir");
-        let log = dir.path().join("dpkg.log");
-        append(&log, "a\n");
-        let (mut tailer, _) =
-            Tailer::open(log.clone(), None, options(StartAt::Beginning)).expect("open");
-        assert_eq!(read_all(&mut tailer), ["a"]);
+        let (_dir, log, mut tailer) = following("a");
         fs::remove_file(&log).expect("remove");
         assert!(read_all(&mut tailer).is_empty());
         append(&log, "b\n");
@@ -1196,12 +1178,7 @@ mod tests {
 
     #[test]
     fn restart_after_rotation_while_down_finishes_rotated_file() {
-        let dir = tempfile::tempdir().expect("dir");
-        let log = dir.path().join("dpkg.log");
-        append(&log, "a\n");
-        let (mut tailer, _) =
-            Tailer::open(log.clone(), None, options(StartAt::Beginning)).expect("open");
-        assert_eq!(read_all(&mut tailer), ["a"]);
+        let (dir, log, tailer) = following("a");
         let saved = checkpoint_of(&tailer);
         drop(tailer);
 
