@@ -695,10 +695,8 @@ pub fn for_each_event_of(
 /// Returns `log` and its rotations beside it, the ones that exist, in no particular order:
 /// numbered as logrotate and dnf number them (`dpkg.log.1`, `dpkg.log.2.gz`) or dated as
 /// logrotate's `dateext` (the default of Fedora, RHEL and SUSE) dates them
-/// (`history-20240101`, `yum.log-2024010112.gz`).
-///
-/// TODO: SUSE compresses rotated zypper histories with xz, which is not read: such files
-/// are not found, and the time they cover is answered from the event store alone.
+/// (`history-20240101`, `yum.log-2024010112.gz`, `history-20240101.xz` as SUSE compresses
+/// them).
 #[must_use]
 pub fn rotations_of(log: &Path) -> Vec<PathBuf> {
     let Some(name) = log.file_name().map(|n| n.to_string_lossy().into_owned()) else {
