@@ -28,8 +28,9 @@ use crate::event::Category;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transactions {
     /// Unfinished installs, keyed by `name` or `name:arch` as the log spells the package.
-    /// Three lines in four of a long history are status lines looked up here.
-    pending: HashMap<String, Pending>,
+    /// Three lines in four of a long history are status lines looked up here, so the hash is
+    /// foldhash's (randomly seeded like std's, several times faster on short keys).
+    pending: HashMap<String, Pending, foldhash::fast::RandomState>,
     /// Upgrade lines whose versions could not be ordered.
     unordered_upgrades: u64,
 }
