@@ -44,6 +44,19 @@ fn start_sensor(
     Ok(Some(sensor))
 }
 
+/// An sshd whose logins a real rsyslog writes to its auth.log in RFC 3339 stamps, for the
+/// test named `what`; `None` when the test cannot run here (not root, a program missing).
+fn server_logging_to_rsyslog(what: &str) -> anyhow::Result<Option<(Rsyslog, SshServer)>> {
+    if !require_root(what) {
+        return Ok(None);
+    }
+    let Some(rsyslog) = Rsyslog::start(false)? else {
+        return Ok(None);
+    };
+    let server = SshServer::start(&LogTo::Socket(rsyslog.socket()))?;
+    Ok(server.map(|server| (rsyslog, server)))
+}
+
 /// Installs `package` through `sudo` in an SSH session from `from`.
 fn install_over_ssh(
     server: &SshServer,
@@ -422,13 +435,7 @@ fn a_login_read_after_a_change_from_the_journal_still_raises_it() -> anyhow::Res
 
 #[test]
 fn a_login_read_after_a_change_from_auth_log_still_raises_it() -> anyhow::Result<()> {
-    if !require_root("the late login test") {
-        return Ok(());
-    }
-    let Some(rsyslog) = Rsyslog::start(false)? else {
-        return Ok(());
-    };
-    let Some(server) = SshServer::start(&LogTo::Socket(rsyslog.socket()))? else {
+    let Some((rsyslog, server)) = server_logging_to_rsyslog("the late login test")? else {
         return Ok(());
     };
     let sandbox = Sandbox::new()?;
@@ -465,13 +472,7 @@ fn start_blind_sensor(
 
 #[test]
 fn a_change_waiting_for_its_login_holds_back_no_other_change() -> anyhow::Result<()> {
-    if !require_root("the held change test") {
-        return Ok(());
-    }
-    let Some(rsyslog) = Rsyslog::start(false)? else {
-        return Ok(());
-    };
-    let Some(server) = SshServer::start(&LogTo::Socket(rsyslog.socket()))? else {
+    let Some((_rsyslog, server)) = server_logging_to_rsyslog("the held change test")? else {
         return Ok(());
     };
     let sandbox = Sandbox::new()?;
@@ -501,13 +502,7 @@ fn a_change_waiting_for_its_login_holds_back_no_other_change() -> anyhow::Result
 
 #[test]
 fn a_crash_while_a_change_waits_for_its_login_loses_nothing() -> anyhow::Result<()> {
-    if !require_root("the held change crash test") {
-        return Ok(());
-    }
-    let Some(rsyslog) = Rsyslog::start(false)? else {
-        return Ok(());
-    };
-    let Some(server) = SshServer::start(&LogTo::Socket(rsyslog.socket()))? else {
+    let Some((_rsyslog, server)) = server_logging_to_rsyslog("the held change crash test")? else {
         return Ok(());
     };
     let sandbox = Sandbox::new()?;
@@ -626,13 +621,7 @@ fn a_killed_journalctl_is_restarted_and_later_logins_are_attributed() -> anyhow:
 
 #[test]
 fn a_rotated_auth_log_is_followed_and_its_sessions_stay_attributed() -> anyhow::Result<()> {
-    if !require_root("the auth.log rotation test") {
-        return Ok(());
-    }
-    let Some(rsyslog) = Rsyslog::start(false)? else {
-        return Ok(());
-    };
-    let Some(server) = SshServer::start(&LogTo::Socket(rsyslog.socket()))? else {
+    let Some((rsyslog, server)) = server_logging_to_rsyslog("the auth.log rotation test")? else {
         return Ok(());
     };
     let sandbox = Sandbox::new()?;
