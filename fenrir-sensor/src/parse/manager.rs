@@ -499,7 +499,22 @@ impl fmt::Display for LogFormat {
 pub(crate) mod corpus {
     use std::path::PathBuf;
 
-    use super::PackageChange;
+    use super::{ChangeLog as _, Format, PackageChange, Reader};
+    use crate::parse::dpkg::corpus::lines;
+
+    /// Feeds `bytes` to a fresh reader of `F` line by line, split as a tailer splits them and
+    /// numbered from 1 as lines of the file `name`; returns the changes and the reader.
+    pub(crate) fn read<F: Format + Default>(
+        bytes: &[u8],
+        name: &str,
+    ) -> (Vec<PackageChange>, Reader<F>) {
+        let mut reader = Reader::<F>::default();
+        let mut changes = Vec::new();
+        for (index, line) in lines(bytes).enumerate() {
+            changes.extend(reader.line(line, name.as_ref(), index as u64 + 1));
+        }
+        (changes, reader)
+    }
 
     /// Renders changes as `category package old new` lines (`-` for no version), the shape
     /// the parsers' tests compare.

@@ -247,17 +247,11 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::parse::dpkg::corpus::lines;
     use crate::parse::manager::corpus::summary;
     use crate::parse::manager::{corpus, ChangeLog, Reader};
 
     fn read(bytes: &[u8]) -> (Vec<PackageChange>, Reader<ApkLog>) {
-        let mut reader = Reader::<ApkLog>::default();
-        let mut changes = Vec::new();
-        for (index, line) in lines(bytes).enumerate() {
-            changes.extend(reader.line(line, "apk.log".as_ref(), index as u64 + 1));
-        }
-        (changes, reader)
+        corpus::read(bytes, "apk.log")
     }
 
     #[test]

@@ -309,12 +309,7 @@ mod tests {
     use crate::parse::manager::{corpus, ChangeLog, Reader};
 
     fn read(bytes: &[u8]) -> (Vec<PackageChange>, Reader<PacmanLog>) {
-        let mut reader = Reader::<PacmanLog>::default();
-        let mut changes = Vec::new();
-        for (index, line) in lines(bytes).enumerate() {
-            changes.extend(reader.line(line, "pacman.log".as_ref(), index as u64 + 1));
-        }
-        (changes, reader)
+        corpus::read(bytes, "pacman.log")
     }
 
     #[test]

@@ -446,11 +446,7 @@ mod tests {
     use crate::parse::manager::{corpus, ChangeLog, Reader};
 
     fn read(text: &str) -> (Vec<PackageChange>, Reader<DnfLog>) {
-        let mut reader = Reader::<DnfLog>::default();
-        let mut changes = Vec::new();
-        for (index, line) in text.lines().enumerate() {
-            changes.extend(reader.line(line.as_bytes(), "dnf.rpm.log".as_ref(), index as u64 + 1));
-        }
+        let (mut changes, mut reader) = corpus::read(text.as_bytes(), "dnf.rpm.log");
         changes.extend(reader.finish());
         (changes, reader)
     }

@@ -241,12 +241,7 @@ mod tests {
     use crate::parse::manager::{corpus, ChangeLog, Reader};
 
     fn read(text: &str) -> (Vec<PackageChange>, Reader<ZyppHistory>) {
-        let mut reader = Reader::<ZyppHistory>::default();
-        let mut changes = Vec::new();
-        for (index, line) in text.lines().enumerate() {
-            changes.extend(reader.line(line.as_bytes(), "history".as_ref(), index as u64 + 1));
-        }
-        (changes, reader)
+        corpus::read(text.as_bytes(), "history")
     }
 
     #[test]
