@@ -540,6 +540,13 @@ fn stored_events_and_their_log_lines_show_once() -> anyhow::Result<()> {
     assert_eq!(raw_lines(&logged), raw_lines(&merged));
     assert!(logged.iter().all(|e| e["host"] == "query-host"));
 
+    // A limit shows the newest; the stored one among them is read back from the store as is.
+    let mut args = sources.to_vec();
+    args.extend(["--limit", "2"]);
+    assert_eq!(json_events(&query(&args)?)?, merged[2..].to_vec());
+    args.push("--no-logs");
+    assert_eq!(json_events(&query(&args)?)?, merged[1..3].to_vec());
+
     // A line dpkg wrote twice is two events, even though the store holds one of them.
     let lines = fs::read_to_string(sandbox.log())?;
     let install_two = lines

@@ -8,9 +8,11 @@
 //! offline; the managers' logs reach back before the sensor ran and fill any time the store
 //! does not cover. Both are read for the question's time range — store segments and log
 //! files that cannot hold an answer are skipped unread — and merged: an event the store holds
-//! and the same log line read again are one event, the stored one. The match is exact: the
-//! same raw line (which carries dpkg's time), category and package; for the other managers,
-//! whose lines each make one change, the same raw line, package and time. A log line written
+//! and the same log line read again are one event, the stored one. The match is exact, by a
+//! 128-bit hash: the same raw line (which carries dpkg's time), category and package; for the
+//! other managers, whose lines each make one change, the same raw line, package and time. With
+//! a limit, stored events are kept as places in the store until the answer is cut, and only
+//! the events shown are read again. A log line written
 //! twice counts twice, and the log decides how many times a line happened wherever it still
 //! has the line.
 //!
@@ -27,7 +29,9 @@ pub mod time;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::BuildHasher as _;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use chrono::{DateTime, FixedOffset, Local};
 use serde::Deserialize;
@@ -37,7 +41,7 @@ use tracing::{debug, warn};
 use crate::event::{Category, Event, Severity};
 use crate::parse::manager::{LogFormat, Manager};
 use crate::replay::{self, HistorySource, ReplayError, Unfinished};
-use crate::sink::store::reader::{self, ScanStats};
+use crate::sink::store::reader::{self, LinePlace, LineReader, ScanStats};
 use crate::sink::store::SegmentSummary;
 
 /// Why a question could not be answered.
@@ -235,6 +239,10 @@ pub struct Found {
     pub origin: Origin,
     /// Its place in its source, for a stable order of events of the same second.
     order: u64,
+    /// Where in the store a stored event's line is, while `json` is still to be read from
+    /// there: with a limit, only the events shown are read twice, and the others cost no
+    /// more memory than their place.
+    place: Option<LinePlace>,
 }
 
 impl Found {
@@ -258,6 +266,8 @@ pub struct QueryStats {
     pub duplicates: u64,
     /// Matching events left out by the limit.
     pub omitted: u64,
+    /// Matching stored events whose segment was deleted before they could be shown.
+    pub vanished: u64,
 }
 
 /// An answer: events oldest first.
@@ -306,17 +316,16 @@ struct ViewActor<'a> {
     loginuid: Option<u64>,
 }
 
-/// The identity of a log line's event, for the merge.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Key {
-    raw_line: String,
-    /// dpkg's only: the other managers' lines each make one change, whose category may
-    /// depend on how much of the log the reader had seen (zypper's upgrades).
-    category: String,
-    package: String,
-    /// The other managers' only, in seconds: apk's lines carry no time of their own.
-    time: Option<i64>,
-}
+/// The identity of a log line's event, for the merge: a 128-bit hash of its raw line, its
+/// package, for dpkg its category (the other managers' lines each make one change, whose
+/// category may depend on how much of the log the reader had seen: zypper's upgrades) and
+/// for the others its time in seconds (apk's lines carry no time of their own).
+///
+/// A question keeps one key per stored event, so the key is the hash, not the strings. Two
+/// independently seeded hashers, seeded afresh by each process, make a false match a
+/// 2^-128 chance per pair that nobody can aim at ahead of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key(u64, u64);
 
 impl Key {
     /// Returns the key of an event with a raw line, `None` for one without.
@@ -327,20 +336,20 @@ impl Key {
         manager: &str,
         time: Option<&DateTime<FixedOffset>>,
     ) -> Option<Self> {
+        static SEEDS: OnceLock<[foldhash::quality::RandomState; 2]> = OnceLock::new();
+
         if raw_line.is_empty() {
             return None;
         }
         let is_dpkg = manager == Manager::Dpkg.as_str();
-        Some(Self {
-            raw_line: raw_line.to_owned(),
-            category: if is_dpkg {
-                category.to_owned()
-            } else {
-                String::new()
-            },
-            package: package.to_owned(),
-            time: (!is_dpkg).then(|| time.map(DateTime::timestamp)).flatten(),
-        })
+        let identity = (
+            raw_line,
+            if is_dpkg { category } else { "" },
+            package,
+            (!is_dpkg).then(|| time.map(DateTime::timestamp)).flatten(),
+        );
+        let [first, second] = SEEDS.get_or_init(Default::default);
+        Some(Self(first.hash_one(identity), second.hash_one(identity)))
     }
 }
 
@@ -508,7 +517,7 @@ pub fn run(filter: &Filter, sources: &Sources, limit: Option<usize>) -> Result<A
         let stored = sources
             .store
             .as_deref()
-            .map(|dir| read_store(&matcher, dir))
+            .map(|dir| read_store(&matcher, dir, limit.is_none()))
             .transpose();
         let logged = logs.join().unwrap_or_else(|_| {
             Err(QueryError::Logs(ReplayError::Write(std::io::Error::other(
@@ -577,7 +586,37 @@ pub fn run(filter: &Filter, sources: &Sources, limit: Option<usize>) -> Result<A
         stats.omitted = omitted as u64;
         events.drain(..omitted);
     }
+    if let Some(dir) = sources.store.as_deref() {
+        read_placed_lines(dir, &mut events, &mut stats);
+    }
     Ok(Answer { events, stats })
+}
+
+/// Reads the lines of the stored events that kept only their place; an event whose segment
+/// retention deleted since the scan is dropped with a warning and counted.
+fn read_placed_lines(dir: &std::path::Path, events: &mut Vec<Found>, stats: &mut QueryStats) {
+    let mut reader = LineReader::new(dir);
+    events.retain_mut(|found| {
+        let Some(place) = found.place.take() else {
+            return true;
+        };
+        match reader.read(place) {
+            Ok(line) => {
+                found.json = String::from_utf8_lossy(&line).into_owned();
+                true
+            }
+            Err(err) => {
+                warn!(
+                    segment = place.segment,
+                    offset = place.offset,
+                    error = %err,
+                    "a stored event vanished from the store while the question ran"
+                );
+                stats.vanished += 1;
+                false
+            }
+        }
+    });
 }
 
 /// What the store gave a question.
@@ -593,8 +632,13 @@ struct Stored {
     malformed: u64,
 }
 
-/// Reads the store's segments that may hold an answer.
-fn read_store(matcher: &Matcher<'_>, dir: &std::path::Path) -> Result<Stored, QueryError> {
+/// Reads the store's segments that may hold an answer; without `keep_lines`, a matching
+/// event keeps only its place, for [`read_placed_lines`] to read once the answer is cut.
+fn read_store(
+    matcher: &Matcher<'_>,
+    dir: &std::path::Path,
+    keep_lines: bool,
+) -> Result<Stored, QueryError> {
     let mut stored = Stored::default();
     // The rarest needle is searched in whole segments; the others line by line.
     let needle = matcher
@@ -637,7 +681,7 @@ fn read_store(matcher: &Matcher<'_>, dir: &std::path::Path) -> Result<Stored, Qu
                 time.as_ref(),
             );
             if let Some(key) = &key {
-                stored.seen.entry(key.clone()).or_default().stored += 1;
+                stored.seen.entry(*key).or_default().stored += 1;
             }
             if keep {
                 if let Some(key) = key {
@@ -647,11 +691,21 @@ fn read_store(matcher: &Matcher<'_>, dir: &std::path::Path) -> Result<Stored, Qu
                         .or_default()
                         .push(stored.found.len());
                 }
+                let place = LinePlace {
+                    segment,
+                    offset,
+                    len: line.len(),
+                };
                 stored.found.push(Found {
-                    json: String::from_utf8_lossy(line).into_owned(),
+                    json: if keep_lines {
+                        String::from_utf8_lossy(line).into_owned()
+                    } else {
+                        String::new()
+                    },
                     time,
                     origin: Origin::Store,
                     order: (segment << 40) | offset,
+                    place: (!keep_lines).then_some(place),
                 });
             }
         },
@@ -831,6 +885,7 @@ fn candidate(matcher: &Matcher<'_>, event: &Event, order: u64) -> Option<Candida
             time,
             origin: Origin::Log,
             order,
+            place: None,
         },
     })
 }

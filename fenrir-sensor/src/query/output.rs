@@ -350,6 +350,7 @@ mod tests {
             time: None,
             origin: super::super::Origin::Store,
             order: 0,
+            place: None,
         };
         let mut out = Vec::new();
         write(&[found], Format::Json, &mut out)?;

@@ -4,13 +4,15 @@
 //! that may hold an answer, oldest segment first, with counters of what was read and
 //! skipped. No state. Runs beside a sensor that is writing: a last line without its newline
 //! is being written and is left for the next read, and a segment deleted by retention while
-//! the question runs is skipped.
+//! the question runs is skipped. [`LineReader`] reads one line again by the place `scan`
+//! gave it, so a question can keep places instead of lines until it knows which it shows.
 
-use std::fs;
+use std::fs::{self, File};
 use std::io;
-use std::path::Path;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
 
-use super::{list_segments, SegmentSummary};
+use super::{data_path, list_segments, SegmentSummary};
 
 /// Counters of one read of the store.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -83,6 +85,49 @@ pub fn scan(
         }
     }
     Ok(stats)
+}
+
+/// Where `scan` found a line: its segment, its byte offset there and its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinePlace {
+    pub segment: u64,
+    pub offset: u64,
+    pub len: usize,
+}
+
+/// Reads lines again by their [`LinePlace`], keeping the last segment it read open: lines
+/// asked for in time order mostly lie in the same segment.
+#[derive(Debug)]
+pub struct LineReader {
+    dir: PathBuf,
+    open: Option<(u64, File)>,
+}
+
+impl LineReader {
+    #[must_use]
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            open: None,
+        }
+    }
+
+    /// Returns the line at `place`.
+    ///
+    /// # Errors
+    /// Its segment is gone (retention deleted it since it was scanned) or cannot be read.
+    pub fn read(&mut self, place: LinePlace) -> io::Result<Vec<u8>> {
+        let file = match &mut self.open {
+            Some((segment, file)) if *segment == place.segment => file,
+            open => {
+                let file = File::open(data_path(&self.dir, place.segment))?;
+                &mut open.insert((place.segment, file)).1
+            }
+        };
+        let mut line = vec![0; place.len];
+        file.read_exact_at(&mut line, place.offset)?;
+        Ok(line)
+    }
 }
 
 #[cfg(test)]
@@ -163,6 +208,31 @@ mod tests {
         let mut partial = 0;
         scan(dir.path(), |_| true, Some(&written), |_, _, _| partial += 1)?;
         assert_eq!(partial, 0);
+
+        // Every line scanned reads back by its place, across segments and out of order.
+        let mut lines = Vec::new();
+        scan(
+            dir.path(),
+            |_| true,
+            None,
+            |segment, offset, line| {
+                let place = LinePlace {
+                    segment,
+                    offset,
+                    len: line.len(),
+                };
+                lines.push((place, line.to_vec()));
+            },
+        )?;
+        let mut reader = LineReader::new(dir.path());
+        for (place, line) in lines.iter().rev().chain(&lines) {
+            assert_eq!(&reader.read(*place)?, line);
+        }
+        // A segment retention deleted since is an error, not some other line.
+        fs::remove_file(data_path(dir.path(), 1))?;
+        let mut reader = LineReader::new(dir.path());
+        let gone = reader.read(lines[0].0).expect_err("the segment is gone");
+        assert_eq!(gone.kind(), io::ErrorKind::NotFound);
         Ok(())
     }
 }
