@@ -8,13 +8,13 @@
 //! offline; the managers' logs reach back before the sensor ran and fill any time the store
 //! does not cover. Both are read for the question's time range — store segments and log
 //! files that cannot hold an answer are skipped unread — and merged: an event the store holds
-//! and the same log line read again are one event, the stored one. The match is exact, by a
-//! 128-bit hash: the same raw line (which carries dpkg's time), category and package; for the
-//! other managers, whose lines each make one change, the same raw line, package and time. With
-//! a limit, stored events are kept as places in the store until the answer is cut, and only
-//! the events shown are read again. A log line written
-//! twice counts twice, and the log decides how many times a line happened wherever it still
-//! has the line.
+//! and the same log line read again are one event, the stored one. They match when they have
+//! the same raw line (which carries dpkg's time), category and package; for the other
+//! managers, whose lines each make one change, the same raw line, package and time (compared
+//! by a 128-bit hash of them). A log line written twice counts twice, and the log decides how
+//! many times a line happened wherever it still has the line. With a limit, stored events are
+//! kept as their places in the store until the answer is cut, and only those shown are read
+//! again.
 //!
 //! Log files that lie wholly inside the time in which the store holds every line's event
 //! (from the coverage the sensor records to its last checkpoint) are not read at all.
