@@ -322,8 +322,9 @@ struct ViewActor<'a> {
 /// for the others its time in seconds (apk's lines carry no time of their own).
 ///
 /// A question keeps one key per stored event, so the key is the hash, not the strings. Two
-/// independently seeded hashers, seeded afresh by each process, make a false match a
-/// 2^-128 chance per pair that nobody can aim at ahead of time.
+/// hashers, each seeded afresh by every process, give 128 bits: a false match between events
+/// of one host is out of reach by chance, and nobody can prepare one (say, by naming a
+/// package) without the seeds of the very `query` run it is meant to fool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key(u64, u64);
 
