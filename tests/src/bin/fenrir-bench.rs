@@ -10,7 +10,8 @@
 //!   the same files;
 //! - `fenrir-sensor query` over an event store of a million events and a year of rotated dpkg
 //!   logs (twelve monthly files, ten of them gzipped): the last day, with and without the store
-//!   covering the logs, one user's last week, and one package over the whole year;
+//!   covering the logs, one user's last week, and one package over the whole year; and the
+//!   peak resident memory of a whole year's question with `--limit 50` and without;
 //! - the kernel tracer's cost: in-kernel nanoseconds per run of its programs (from the
 //!   sensor's own `/proc/<pid>/fdinfo`, with `kernel.bpf_stats_enabled`) and the wall time of
 //!   many fork+execs with nothing attached, with a running sensor, and with an auditd execve
@@ -54,7 +55,16 @@ const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 /// How long a starting sensor may take to report `sensor ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The argument that makes the bench run the rest of its arguments as a command and print
+/// that command's peak resident memory: a process with one child reads the child's own peak
+/// from `getrusage(RUSAGE_CHILDREN)`, which in the bench itself mixes every child it ran.
+const PEAK_RSS_OF: &str = "--peak-rss-of";
+
 fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some((PEAK_RSS_OF, command)) = args.split_first().map(|(f, r)| (f.as_str(), r)) {
+        return print_peak_rss_of(command);
+    }
     let binary = sensor_binary()?;
     let work = tempfile::Builder::new().prefix("fenrir-bench-").tempdir()?;
     println!("fenrir benchmark — {}", binary.display());
@@ -102,6 +112,11 @@ fn main() -> anyhow::Result<()> {
         "query throughput, whole store (k events/s)",
         &query.store_throughput(),
         None,
+    );
+    row(
+        "query --limit 50, whole year, peak RSS (kB)",
+        &query.limited_peak_kb,
+        Some((&query.unlimited_peak_kb, "the same query without --limit")),
     );
     row("run RSS, log only, after 3×10k lines (kB)", &rss, None);
     row(
@@ -646,6 +661,9 @@ struct QueryFigures {
     package_year_uncovered: Vec<f64>,
     user_week: Vec<f64>,
     package_year: Vec<f64>,
+    /// Peak resident memory of a whole year's question, with and without a limit.
+    limited_peak_kb: Vec<f64>,
+    unlimited_peak_kb: Vec<f64>,
 }
 
 impl QueryFigures {
@@ -855,13 +873,71 @@ fn query_figures(binary: &Path, dir: &Path) -> anyhow::Result<QueryFigures> {
     ))?;
     thread::sleep(Duration::from_secs(3));
 
+    let peak = |extra: &[&str]| -> anyhow::Result<Vec<f64>> {
+        let year = start.and_utc().to_rfc3339();
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .arg(PEAK_RSS_OF)
+            .arg(binary)
+            .args([
+                "query",
+                "--format",
+                "json",
+                "--no-apt-history",
+                "--now",
+                QUERY_NOW,
+            ])
+            .args(["--since", &year])
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--dpkg-log")
+            .arg(&log)
+            .args(extra)
+            .env("TZ", "UTC");
+        (0..3).map(|_| peak_rss_kb(&mut command)).collect()
+    };
+
     Ok(QueryFigures {
         day: timed(&["--since", "24h"])?,
         day_uncovered,
         package_year_uncovered,
         user_week: timed(&["--since", "7d", "--user", QUERY_USER])?,
         package_year: timed(&["--package", QUERY_PACKAGE])?,
+        limited_peak_kb: peak(&["--limit", "50"])?,
+        unlimited_peak_kb: peak(&[])?,
     })
+}
+
+/// Runs `command` (built to call this bench with [`PEAK_RSS_OF`]) and returns the peak
+/// resident memory it printed, in kB.
+fn peak_rss_kb(command: &mut Command) -> anyhow::Result<f64> {
+    let output = command.stderr(Stdio::inherit()).output()?;
+    if !output.status.success() {
+        bail!("{command:?} failed with {}", output.status);
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.trim()
+        .parse()
+        .with_context(|| format!("no peak memory in {text:?}"))
+}
+
+/// Runs `command` with its output discarded, then prints its peak resident memory in kB.
+fn print_peak_rss_of(command: &[String]) -> anyhow::Result<()> {
+    let Some((program, args)) = command.split_first() else {
+        bail!("{PEAK_RSS_OF} needs a command");
+    };
+    let status = Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("{program} failed with {status}");
+    }
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)?;
+    // Linux reports `ru_maxrss` in kilobytes.
+    println!("{}", usage.max_rss());
+    Ok(())
 }
 
 fn rss_kb(pid: u32) -> anyhow::Result<f64> {
