@@ -24,6 +24,7 @@
 //! ratios from that run.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -827,23 +828,30 @@ fn query_figures(binary: &Path, dir: &Path) -> anyhow::Result<QueryFigures> {
     }
 
     let log = logs.join("dpkg.log");
+    // Every question reads the same store and logs, asked at the same moment.
+    let question: Vec<OsString> = [
+        "query",
+        "--format",
+        "json",
+        "--no-apt-history",
+        "--now",
+        QUERY_NOW,
+        "--state-dir",
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .chain([
+        state.clone().into(),
+        "--dpkg-log".into(),
+        log.clone().into(),
+    ])
+    .collect();
     let timed = |extra: &[&str]| -> anyhow::Result<Vec<f64>> {
         let mut times = Vec::with_capacity(QUERY_RUNS);
         for _ in 0..QUERY_RUNS {
             let begin = Instant::now();
             let output = Command::new(binary)
-                .args([
-                    "query",
-                    "--format",
-                    "json",
-                    "--no-apt-history",
-                    "--now",
-                    QUERY_NOW,
-                ])
-                .arg("--state-dir")
-                .arg(&state)
-                .arg("--dpkg-log")
-                .arg(&log)
+                .args(&question)
                 .args(extra)
                 .env("TZ", "UTC")
                 .stderr(Stdio::null())
@@ -879,19 +887,8 @@ fn query_figures(binary: &Path, dir: &Path) -> anyhow::Result<QueryFigures> {
         command
             .arg(PEAK_RSS_OF)
             .arg(binary)
-            .args([
-                "query",
-                "--format",
-                "json",
-                "--no-apt-history",
-                "--now",
-                QUERY_NOW,
-            ])
+            .args(&question)
             .args(["--since", &year])
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--dpkg-log")
-            .arg(&log)
             .args(extra)
             .env("TZ", "UTC");
         (0..3).map(|_| peak_rss_kb(&mut command)).collect()
