@@ -29,7 +29,8 @@ use crate::event::Category;
 pub struct Transactions {
     /// Unfinished installs, keyed by `name` or `name:arch` as the log spells the package.
     /// Three lines in four of a long history are status lines looked up here, so the hash is
-    /// foldhash's (randomly seeded like std's, several times faster on short keys).
+    /// foldhash's, randomly seeded like std's and cheaper on short keys: a replay of 1.2 M
+    /// corpus lines took 5 % less time with it.
     pending: HashMap<String, Pending, foldhash::fast::RandomState>,
     /// Upgrade lines whose versions could not be ordered.
     unordered_upgrades: u64,
