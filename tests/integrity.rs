@@ -516,10 +516,19 @@ fn logrotate_in_every_mode_is_no_tamper() -> anyhow::Result<()> {
             event["parsed_data"]["package"],
             format!("fenrir-{name}-after")
         );
-        assert!(!before.iter().any(is_integrity), "{name}: {before:#?}");
+        // The sensor's diagnostics say what it read where, for a failure that is rare.
+        assert!(
+            !before.iter().any(is_integrity),
+            "{name}: {before:#?}\n{}",
+            sensor.stderr()
+        );
         // Past the settling time of a rotation and a full poll.
         let rest = sensor.drain(Duration::from_secs(4));
-        assert!(!rest.iter().any(is_integrity), "{name}: {rest:#?}");
+        assert!(
+            !rest.iter().any(is_integrity),
+            "{name}: {rest:#?}\n{}",
+            sensor.stderr()
+        );
         let rotated: Vec<String> = fs::read_dir(sandbox.path().join("log"))?
             .filter_map(Result::ok)
             .map(|e| e.file_name().to_string_lossy().into_owned())
