@@ -485,7 +485,9 @@ pub fn local_rfc3339(naive: NaiveDateTime) -> String {
 /// escape (`\x1b`, `\u{202e}`), so log content cannot steer a terminal or hide text.
 #[must_use]
 pub fn escape_control(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(needs_escape) {
+    // Nearly every log line is printable ASCII, which a byte scan settles without decoding.
+    let is_printable_ascii = text.bytes().all(|b| matches!(b, b' '..=b'~'));
+    if is_printable_ascii || !text.chars().any(needs_escape) {
         return Cow::Borrowed(text);
     }
     let mut escaped = String::with_capacity(text.len() + 8);
