@@ -141,8 +141,7 @@ impl Transactions {
         };
 
         // A new action decides the package's fate afresh, whatever an earlier one left behind.
-        let key = key_of(package);
-        self.pending.remove(key.as_ref());
+        with_key(package, |key| self.pending.remove(key));
         if let (Action::Install | Action::Upgrade, Some(new)) = (action, new_version) {
             let pending = Pending {
                 package: package.clone(),
@@ -153,7 +152,7 @@ impl Transactions {
                 timestamp: seen.timestamp,
                 raw_line: seen.raw.to_owned(),
             };
-            self.pending.insert(key.into_owned(), pending);
+            self.pending.insert(package.to_string(), pending);
         }
 
         Some(PackageChange {
@@ -199,8 +198,34 @@ impl Transactions {
         version: Option<&str>,
         seen: &Seen<'_>,
     ) -> Option<PackageChange> {
-        let key = self.find_key(package)?;
-        let pending = self.pending.get_mut(&key)?;
+        // Most lines of a long history speak of packages nothing waits for.
+        if self.pending.is_empty() {
+            return None;
+        }
+        with_key(package, |key| {
+            // A log whose dpkg was upgraded across 1.16.2 names a package without and then
+            // with its architecture.
+            let key = if self.pending.contains_key(key) {
+                key
+            } else if package.arch.is_some() && self.pending.contains_key(&package.name) {
+                package.name.as_str()
+            } else {
+                return None;
+            };
+            self.update_pending(key, state, version, seen)
+        })
+    }
+
+    /// Records a status line of the pending install under `key`; returns its failure when the
+    /// line shows it rolled back.
+    fn update_pending(
+        &mut self,
+        key: &str,
+        state: PackageState,
+        version: Option<&str>,
+        seen: &Seen<'_>,
+    ) -> Option<PackageChange> {
+        let pending = self.pending.get_mut(key)?;
         pending.state = Some(state);
         pending.timestamp = seen.timestamp;
         seen.raw.clone_into(&mut pending.raw_line);
@@ -218,28 +243,13 @@ impl Transactions {
         };
 
         if state.is_configured() && is_new_version {
-            self.pending.remove(&key);
+            self.pending.remove(key);
             None
         } else if rolled_back {
-            self.pending.remove(&key).map(Pending::into_failure)
+            self.pending.remove(key).map(Pending::into_failure)
         } else {
             None
         }
-    }
-
-    /// Finds the pending entry a status line speaks of. A log whose dpkg was upgraded across
-    /// 1.16.2 names a package without and then with its architecture.
-    fn find_key(&self, package: &PackageRef) -> Option<String> {
-        // Most lines of a long history speak of packages nothing waits for.
-        if self.pending.is_empty() {
-            return None;
-        }
-        let key = key_of(package);
-        if self.pending.contains_key(key.as_ref()) {
-            return Some(key.into_owned());
-        }
-        let bare = &package.name;
-        (package.arch.is_some() && self.pending.contains_key(bare)).then(|| bare.clone())
     }
 
     /// Emits a failure for, and forgets, every pending install whose last state `is_failed`.
@@ -283,11 +293,30 @@ impl Pending {
     }
 }
 
-fn key_of(package: &PackageRef) -> std::borrow::Cow<'_, str> {
-    match &package.arch {
-        Some(arch) => std::borrow::Cow::Owned(format!("{}:{arch}", package.name)),
-        None => std::borrow::Cow::Borrowed(&package.name),
+/// The longest `name:arch` key [`with_key`] spells on the stack; longer ones are allocated.
+const STACK_KEY_LEN: usize = 128;
+
+/// Calls `f` with the package's key in the pending map, `name` or `name:arch` as the log
+/// spells it.
+///
+/// Three lines in four of a long history look a key up, so a short one is spelled in a
+/// buffer on the stack rather than formatted into a fresh string.
+fn with_key<R>(package: &PackageRef, f: impl FnOnce(&str) -> R) -> R {
+    let Some(arch) = &package.arch else {
+        return f(&package.name);
+    };
+    let name = package.name.as_bytes();
+    let len = name.len() + 1 + arch.len();
+    if len > STACK_KEY_LEN {
+        return f(&package.to_string());
     }
+
+    let mut buffer = [0_u8; STACK_KEY_LEN];
+    buffer[..name.len()].copy_from_slice(name);
+    buffer[name.len()] = b':';
+    buffer[name.len() + 1..len].copy_from_slice(arch.as_bytes());
+    // Two strings joined by an ASCII colon are UTF-8, so this borrows the buffer.
+    f(&String::from_utf8_lossy(&buffer[..len]))
 }
 
 /// Stores a log timestamp as dpkg writes it, so checkpoints stay readable.
@@ -555,6 +584,35 @@ mod tests {
         let changes = replay(&mut tracker, log);
         assert_eq!(summary(&changes), ["package_reinstall dpkg 1.19.7 1.19.7"]);
         assert_eq!(changes[0].arch, None);
+    }
+
+    #[test]
+    fn installs_are_followed_whatever_the_length_of_their_key() {
+        // Keys up to the stack buffer's length and past it take different paths to the map.
+        for name_len in [1, STACK_KEY_LEN - 6, STACK_KEY_LEN - 5, STACK_KEY_LEN, 300] {
+            let name = "p".repeat(name_len);
+            let log = format!(
+                "2026-05-03 10:00:00 install {name}:all <none> 1.0\n\
+                 2026-05-03 10:00:00 status half-installed {name}:all 1.0\n\
+                 2026-05-03 10:00:00 status unpacked {name}:all 1.0\n\
+                 2026-05-03 10:00:01 install q:all <none> 1.0\n\
+                 2026-05-03 10:00:01 status installed {name}:all 1.0\n\
+                 2026-05-03 10:00:02 status half-installed q:all 1.0\n\
+                 2026-05-03 10:00:02 status not-installed q:all <none>\n"
+            );
+            let mut tracker = Transactions::new();
+            let changes = replay(&mut tracker, &log);
+            assert_eq!(
+                summary(&changes),
+                [
+                    format!("package_install {name} - 1.0"),
+                    "package_install q - 1.0".to_owned(),
+                    "package_install_failed q - 1.0 not-installed".to_owned(),
+                ],
+                "a name of {name_len} bytes"
+            );
+            assert_eq!(tracker.pending(), 0, "a name of {name_len} bytes");
+        }
     }
 
     #[test]
