@@ -1031,7 +1031,7 @@ pub(crate) fn read_bounded_line(
         if available.is_empty() {
             return Ok(consumed);
         }
-        let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
+        let (chunk, done) = match memchr::memchr(b'\n', available) {
             Some(newline) => (&available[..newline], Some(newline + 1)),
             None => (available, None),
         };
