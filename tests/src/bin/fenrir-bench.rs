@@ -2,7 +2,8 @@
 //!
 //! - append → event latency of `fenrir-sensor run` (p50/p99 over many appends), beside a
 //!   reader that polls the log every 2 seconds, as agent-based file monitors do by default;
-//! - replay throughput over a history of more than a million real dpkg lines;
+//! - replay throughput over a history of more than a million real dpkg lines, beside awk
+//!   printing the same history's action lines;
 //! - resident memory of a running sensor after bursts of lines, without and with the kernel
 //!   exec tracer;
 //! - the cost of checking an installed package's files (`fenrir-sensor verify`: MD5 and
@@ -91,34 +92,12 @@ fn main() -> anyhow::Result<()> {
         "figure", "fenrir min / median / max", "baseline min / median / max"
     );
     latency_rows(&latency, &held, &polling);
-    row("replay throughput (MB/s)", &replay, None);
-    row("query --since 24h (ms)", &query.day, None);
     row(
-        "query --since 24h, logs not covered (ms)",
-        &query.day_uncovered,
-        None,
+        "replay throughput (MB/s)",
+        &replay.fenrir,
+        Some((&replay.awk, "awk printing the action lines")),
     );
-    row("query --since 7d --user (ms)", &query.user_week, None);
-    row(
-        "query --package, whole year (ms)",
-        &query.package_year,
-        None,
-    );
-    row(
-        "query --package, year, logs not covered (ms)",
-        &query.package_year_uncovered,
-        None,
-    );
-    row(
-        "query throughput, whole store (k events/s)",
-        &query.store_throughput(),
-        None,
-    );
-    row(
-        "query --limit 50, whole year, peak RSS (kB)",
-        &query.limited_peak_kb,
-        Some((&query.unlimited_peak_kb, "the same query without --limit")),
-    );
+    query.print_rows();
     row("run RSS, log only, after 3×10k lines (kB)", &rss, None);
     row(
         "verify cost per MB (ms)",
@@ -146,6 +125,10 @@ fn main() -> anyhow::Result<()> {
     println!(
         "polling reader median / fenrir p50 median: {:.0}× slower",
         median(&polling) / p50.max(1.0)
+    );
+    println!(
+        "replay / awk printing the action lines, throughput medians: {:.2}×",
+        median(&replay.fenrir) / median(&replay.awk).max(1e-9)
     );
     println!(
         "verify / (md5sum + sha256sum) per MB, medians: {:.2}×",
@@ -620,29 +603,51 @@ fn verify_cost(binary: &Path, dir: &Path) -> anyhow::Result<VerifyCost> {
     Ok(cost)
 }
 
-fn replay_throughput(binary: &Path, dir: &Path) -> anyhow::Result<Vec<f64>> {
+/// The awk program of the replay baseline: the lines of dpkg's actions that make events.
+const AWK_ACTIONS: &str =
+    r#"$3 == "install" || $3 == "upgrade" || $3 == "remove" || $3 == "purge""#;
+
+struct ReplayFigures {
+    /// Megabytes per second of `fenrir-sensor replay`, per round.
+    fenrir: Vec<f64>,
+    /// Megabytes per second of awk printing the same history's action lines, per round: what
+    /// an operator types to list changes, and a gauge of how fast the machine reads text.
+    awk: Vec<f64>,
+}
+
+fn replay_throughput(binary: &Path, dir: &Path) -> anyhow::Result<ReplayFigures> {
     let history = build_history(dir)?;
     // A history of a few hundred megabytes is exact in an f64.
-    let bytes = f64::from(u32::try_from(fs::metadata(&history)?.len())?);
-    println!(
-        "replay history: {HISTORY_LINES} real lines, {:.1} MB",
-        bytes / 1e6
-    );
-    let mut samples = Vec::new();
+    let megabytes = f64::from(u32::try_from(fs::metadata(&history)?.len())?) / 1e6;
+    println!("replay history: {HISTORY_LINES} real lines, {megabytes:.1} MB");
+    let mut figures = ReplayFigures {
+        fenrir: Vec::new(),
+        awk: Vec::new(),
+    };
+    // Alternating the two keeps a change in the machine's load from favouring either.
     for _ in 0..3 {
-        let start = Instant::now();
-        let status = Command::new(binary)
+        let mut replay = Command::new(binary);
+        replay
             .args(["replay", "--host", "bench", "--log-level", "error"])
-            .arg(&history)
-            .stdout(Stdio::null())
-            .status()?;
-        let seconds = start.elapsed().as_secs_f64();
-        if !status.success() {
-            bail!("replay failed with {status}");
-        }
-        samples.push(bytes / 1e6 / seconds);
+            .arg(&history);
+        figures.fenrir.push(megabytes / timed_run(&mut replay)?);
+
+        let mut awk = Command::new("awk");
+        awk.arg(AWK_ACTIONS).arg(&history);
+        figures.awk.push(megabytes / timed_run(&mut awk)?);
     }
-    Ok(samples)
+    Ok(figures)
+}
+
+/// Runs `command` with its output discarded; returns the seconds it took.
+fn timed_run(command: &mut Command) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let status = command.stdout(Stdio::null()).status()?;
+    let seconds = start.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(seconds)
 }
 
 /// Events in the store of the query figures.
@@ -677,6 +682,33 @@ impl QueryFigures {
             .iter()
             .map(|ms| events / ms.max(f64::MIN_POSITIVE))
             .collect()
+    }
+
+    /// Prints the query rows of the table.
+    fn print_rows(&self) {
+        row("query --since 24h (ms)", &self.day, None);
+        row(
+            "query --since 24h, logs not covered (ms)",
+            &self.day_uncovered,
+            None,
+        );
+        row("query --since 7d --user (ms)", &self.user_week, None);
+        row("query --package, whole year (ms)", &self.package_year, None);
+        row(
+            "query --package, year, logs not covered (ms)",
+            &self.package_year_uncovered,
+            None,
+        );
+        row(
+            "query throughput, whole store (k events/s)",
+            &self.store_throughput(),
+            None,
+        );
+        row(
+            "query --limit 50, whole year, peak RSS (kB)",
+            &self.limited_peak_kb,
+            Some((&self.unlimited_peak_kb, "the same query without --limit")),
+        );
     }
 }
 
