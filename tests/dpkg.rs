@@ -506,6 +506,38 @@ fn broken_config_names_file_line_and_key() -> anyhow::Result<()> {
 }
 
 #[test]
+fn a_dead_journald_is_reported_at_start_and_the_rest_goes_on() -> anyhow::Result<()> {
+    if !require_root("the dead-journald test") {
+        return Ok(());
+    }
+    let sandbox = Sandbox::new()?;
+    // Closing a bound socket leaves its file, as a journald that died leaves its own.
+    let socket = sandbox.path().join("journal.socket");
+    drop(std::os::unix::net::UnixDatagram::bind(&socket)?);
+    let socket_arg = socket.display().to_string();
+    let mut args = run_args(&sandbox, &["--journald-socket", &socket_arg]);
+    args.retain(|a| a != "--no-journald");
+
+    let sensor = Sensor::start(&args)?;
+    let stderr = sensor.stderr();
+    let warning = stderr
+        .lines()
+        .find(|line| line.contains("journald is not accepting entries"))
+        .unwrap_or_else(|| panic!("no warning before the first event:\n{stderr}"));
+    assert!(warning.contains(&socket_arg), "{warning}");
+
+    sandbox.install(&PackageSpec::new("fenrir-unjournaled", "1.0"))?;
+    let events = sensor.events(1, WAIT)?;
+    assert_eq!(
+        summary(&events[0]),
+        expect("package_install", "fenrir-unjournaled", None, Some("1.0"))
+    );
+    let (status, _) = sensor.stop()?;
+    assert!(status.success());
+    Ok(())
+}
+
+#[test]
 fn events_reach_journald_with_their_fields() -> anyhow::Result<()> {
     if !require_root("the journald end-to-end test") {
         return Ok(());
@@ -520,6 +552,11 @@ fn events_reach_journald_with_their_fields() -> anyhow::Result<()> {
     let host_at = args.iter().position(|a| a == "sandbox-host").unwrap_or(0);
     args[host_at].clone_from(&host);
     let sensor = Sensor::start(&args)?;
+    assert!(
+        !sensor.stderr().contains("not accepting entries"),
+        "{}",
+        sensor.stderr()
+    );
 
     sandbox.install(&PackageSpec::new("fenrir-journal", "3:1.2~rc1-1"))?;
     let event = sensor.events(1, WAIT)?.remove(0);

@@ -91,6 +91,15 @@ fn build_sinks(config: &Config) -> Vec<Box<dyn Sink>> {
     if journald.enabled {
         if journald.socket.exists() {
             let sink = JournaldSink::new(journald.socket.clone()).with_format(journald.format);
+            // Said at start, not at the first event, which may come days later.
+            if let Err(err) = sink.probe() {
+                warn!(
+                    socket = %journald.socket.display(),
+                    error = %err,
+                    "journald is not accepting entries; its events wait in the backlog \
+                     and are retried"
+                );
+            }
             sinks.push(Box::new(sink));
         } else {
             warn!(

@@ -79,6 +79,17 @@ impl JournaldSink {
         &self.socket_path
     }
 
+    /// Asks whether journald is listening, without writing an entry. A datagram socket
+    /// connects only to a socket some process still holds, so the file a dead journald left
+    /// behind refuses here just as it would refuse the first event.
+    ///
+    /// # Errors
+    /// Returns the error of connecting: `ECONNREFUSED` for a socket nobody holds, `ENOENT`
+    /// for none at all.
+    pub fn probe(&self) -> io::Result<()> {
+        UnixDatagram::unbound()?.connect(&self.socket_path)
+    }
+
     fn target(&self) -> String {
         format!("journald at {}", self.socket_path.display())
     }
@@ -508,6 +519,26 @@ mod tests {
             .send(&upgrade_event())
             .expect_err("nothing listens there");
         assert!(matches!(err, SinkError::Unavailable { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn probe_tells_a_listening_socket_from_one_left_behind() {
+        let dir = tempfile::tempdir().expect("a temporary directory can be created");
+        let path = dir.path().join("journal.socket");
+        let listener = UnixDatagram::bind(&path).expect("a socket can be bound");
+        let sink = JournaldSink::new(&path);
+
+        sink.probe().expect("a bound socket accepts a connection");
+
+        drop(listener);
+        assert!(path.exists(), "closing a socket leaves its file");
+        let err = sink.probe().expect_err("nobody holds the socket any more");
+        assert_eq!(
+            err.raw_os_error(),
+            Some(Errno::ECONNREFUSED as i32),
+            "{err}"
+        );
+        assert!(is_unavailable(&err));
     }
 
     #[test]
