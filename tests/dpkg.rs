@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use fenrir_tests::dpkg::{require_root, PackageSpec, Sandbox};
+use fenrir_tests::private_journald::PrivateJournald;
 use fenrir_tests::sensor::Sensor;
 use serde_json::Value;
 
@@ -506,15 +507,16 @@ fn broken_config_names_file_line_and_key() -> anyhow::Result<()> {
 }
 
 #[test]
-fn a_dead_journald_is_reported_at_start_and_the_rest_goes_on() -> anyhow::Result<()> {
+fn a_dead_journald_is_reported_at_start_and_gets_its_events_when_it_returns() -> anyhow::Result<()>
+{
     if !require_root("the dead-journald test") {
         return Ok(());
     }
     let sandbox = Sandbox::new()?;
-    // Closing a bound socket leaves its file, as a journald that died leaves its own.
-    let socket = sandbox.path().join("journal.socket");
-    drop(std::os::unix::net::UnixDatagram::bind(&socket)?);
-    let socket_arg = socket.display().to_string();
+    // Killed as a crash would, journald leaves its socket file behind.
+    let mut journald = PrivateJournald::start(&sandbox.path().join("journald"))?;
+    journald.kill()?;
+    let socket_arg = journald.socket().display().to_string();
     let mut args = run_args(&sandbox, &["--journald-socket", &socket_arg]);
     args.retain(|a| a != "--no-journald");
 
@@ -532,6 +534,20 @@ fn a_dead_journald_is_reported_at_start_and_the_rest_goes_on() -> anyhow::Result
         summary(&events[0]),
         expect("package_install", "fenrir-unjournaled", None, Some("1.0"))
     );
+
+    // The event waited in the journald sink's backlog and goes there once it listens again.
+    journald.restart()?;
+    let wanted = ["FENRIR_PACKAGE=fenrir-unjournaled".to_owned()];
+    let deadline = std::time::Instant::now() + WAIT;
+    let entries = loop {
+        let entries = journald.entries(&wanted).unwrap_or_default();
+        if !entries.is_empty() || std::time::Instant::now() > deadline {
+            break entries;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(entries.len(), 1, "{entries:#?}\n{}", sensor.stderr());
+    assert_eq!(entries[0]["FENRIR_RAW_LINE"], events[0]["raw_line"]);
     let (status, _) = sensor.stop()?;
     assert!(status.success());
     Ok(())
